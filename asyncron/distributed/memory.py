@@ -1,0 +1,359 @@
+"""In-process coordination: :class:`MemoryLocker` and :class:`MemoryElector`.
+
+They coordinate schedulers that share one instance inside one process, which makes
+them the backends for users' tests and for single-instance deployments. They follow
+the same contract as the server-backed ones (claims are a high-water mark per key,
+fencing tokens grow per key, callbacks run in the event loop) and add test hooks to
+simulate what servers do to a scheduler: outages (:meth:`MemoryLocker.fail_with`),
+lost locks (:meth:`MemoryLocker.lose`) and changes of leader
+(:meth:`MemoryElector.set_leader`, :meth:`MemoryElector.lose`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from datetime import datetime
+from types import MappingProxyType, TracebackType
+from typing import TYPE_CHECKING, Self, TypeVar
+
+from .._time import from_us, to_us
+from ..errors import LockHeld, LockLostError, LockNotAcquired, TickClaimed
+from .protocols import Leadership, Lock
+
+__all__ = ("MemoryElector", "MemoryLeadership", "MemoryLock", "MemoryLocker")
+
+_T = TypeVar("_T")
+
+
+def _deliver(callback: Callable[[_T], None], value: _T) -> None:
+    """Call ``callback(value)`` on the running event loop's next iteration, else now.
+
+    Deferring keeps user callbacks out of the caller's frame (a test hook or an
+    ``unlock``), as with the server backends whose callbacks come from their own task.
+    """
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        callback(value)
+    else:
+        loop.call_soon(callback, value)
+
+
+class _CountedEntries:
+    """Counted ``async with`` entries; nothing to open or close in process."""
+
+    _entries: int
+
+    async def __aenter__(self) -> Self:
+        self._entries += 1
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._entries = max(0, self._entries - 1)
+
+
+class MemoryLock:
+    """A run lock held in a :class:`MemoryLocker`."""
+
+    __slots__ = ("_callbacks", "_fencing_token", "_key", "_locker", "_lost", "_released")
+
+    def __init__(self, locker: MemoryLocker, key: str, fencing_token: int) -> None:
+        self._locker = locker
+        self._key = key
+        self._fencing_token = fencing_token
+        self._callbacks: list[Callable[[BaseException], None]] = []
+        self._lost: BaseException | None = None
+        self._released = False
+
+    def __repr__(self) -> str:
+        state = "lost" if self._lost else "released" if self._released else "held"
+        return f"<MemoryLock key={self._key!r} token={self._fencing_token} {state}>"
+
+    @property
+    def key(self) -> str:
+        """The locked key."""
+        return self._key
+
+    @property
+    def fencing_token(self) -> int:
+        """The token issued with this acquisition; strictly increasing per key."""
+        return self._fencing_token
+
+    @property
+    def lost(self) -> bool:
+        """Whether the lock was lost (see :meth:`MemoryLocker.lose`)."""
+        return self._lost is not None
+
+    def on_lost(self, callback: Callable[[BaseException], None]) -> None:
+        """Register ``callback``, called once in the event loop if the lock is lost.
+
+        A lock already lost calls it on the next loop iteration; a released lock never.
+        """
+        if self._lost is not None:
+            _deliver(callback, self._lost)
+        elif not self._released:
+            self._callbacks.append(callback)
+
+    async def unlock(self) -> None:
+        """Release the lock; idempotent, a no-op once lost or released."""
+        if self._released:
+            return
+        self._released = True
+        self._callbacks.clear()
+        self._locker._release(self)
+
+    def _mark_lost(self, exc: BaseException) -> None:
+        if self._lost is not None or self._released:
+            return
+        self._lost = exc
+        callbacks, self._callbacks = self._callbacks, []
+        for callback in callbacks:
+            _deliver(callback, exc)
+
+
+class _ClaimView(Mapping[str, datetime]):
+    """A live read-only view of claimed ticks, decoded from their µs encoding."""
+
+    __slots__ = ("_claims",)
+
+    def __init__(self, claims: dict[str, int]) -> None:
+        self._claims = claims
+
+    def __getitem__(self, key: str) -> datetime:
+        return from_us(self._claims[key])
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._claims)
+
+    def __len__(self) -> int:
+        return len(self._claims)
+
+
+class MemoryLocker(_CountedEntries):
+    """An in-process :class:`~asyncron.distributed.BatchLocker`.
+
+    Shared by several schedulers in one process, it runs each tick on one of them.
+    Locks do not expire: they are held until unlocked or lost through :meth:`lose`.
+    Entering it with ``async with`` is allowed (entries are counted) but not needed.
+    """
+
+    def __init__(self) -> None:
+        self._entries = 0
+        # Ticks are stored in their frozen integer-µs encoding, as in every backend.
+        self._claims: dict[str, int] = {}
+        self._holders: dict[str, MemoryLock] = {}
+        self._tokens: dict[str, int] = {}
+        self._failure: BaseException | None = None
+
+    def __repr__(self) -> str:
+        return f"<MemoryLocker held={len(self._holders)} claimed={len(self._claims)}>"
+
+    @property
+    def holders(self) -> Mapping[str, MemoryLock]:
+        """The held run locks by key (a live read-only view)."""
+        return MappingProxyType(self._holders)
+
+    @property
+    def claimed(self) -> Mapping[str, datetime]:
+        """The last claimed tick of each key (a live read-only view)."""
+        return _ClaimView(self._claims)
+
+    def fail_with(self, exc: BaseException | None) -> None:
+        """Test hook: while ``exc`` is set, ``lock``, ``lock_many`` and ``last_ticks``
+        raise it, as a backend in an outage would; ``None`` ends the outage.
+
+        Held locks are not affected and ``unlock`` keeps working.
+        """
+        self._failure = exc
+
+    def lose(self, key: str) -> bool:
+        """Test hook: lose the lock held on ``key``, as an expired lease would.
+
+        The key is freed at once and the lock's ``on_lost`` callbacks receive a
+        :class:`~asyncron.LockLostError`. Returns whether a lock was held.
+        """
+        holder = self._holders.pop(key, None)
+        if holder is None:
+            return False
+        holder._mark_lost(LockLostError(f"the run lock on {key!r} was lost"))
+        return True
+
+    async def lock(self, key: str, tick: datetime | None) -> MemoryLock:
+        """Claim ``(key, tick)`` (unless ``tick`` is None), then take the run lock on ``key``.
+
+        :raises TickClaimed: ``tick`` is at or before the key's last claimed tick
+        :raises LockHeld: another run holds the lock; the claim just made is kept
+        """
+        self._check_failure()
+        return self._lock(key, tick)
+
+    async def lock_many(
+        self, requests: Sequence[tuple[str, datetime | None]]
+    ) -> list[Lock | LockNotAcquired]:
+        """Do :meth:`lock` for each request in order; refusals are returned in place."""
+        self._check_failure()
+        results: list[Lock | LockNotAcquired] = []
+        for key, tick in requests:
+            try:
+                results.append(self._lock(key, tick))
+            except LockNotAcquired as refusal:
+                results.append(refusal)
+        return results
+
+    async def last_ticks(self, keys: Sequence[str]) -> dict[str, datetime]:
+        """Return the last claimed tick of each key that has one."""
+        self._check_failure()
+        return {key: from_us(self._claims[key]) for key in keys if key in self._claims}
+
+    def _check_failure(self) -> None:
+        if self._failure is not None:
+            # A fresh traceback each time, so a long simulated outage does not
+            # grow one exception's traceback chain without bound.
+            raise self._failure.with_traceback(None)
+
+    def _lock(self, key: str, tick: datetime | None) -> MemoryLock:
+        if tick is not None:
+            tick_us = to_us(tick)
+            last = self._claims.get(key)
+            if last is not None and tick_us <= last:
+                raise TickClaimed(key, f"tick {tick_us} µs is not after the last claim {last} µs")
+            self._claims[key] = tick_us
+        if key in self._holders:
+            raise LockHeld(key, "another run holds the run lock")
+        token = self._tokens.get(key, 0) + 1
+        self._tokens[key] = token
+        lock = MemoryLock(self, key, token)
+        self._holders[key] = lock
+        return lock
+
+    def _release(self, lock: MemoryLock) -> None:
+        # Owner-only: a lost lock must not free the key for its new holder.
+        if self._holders.get(lock.key) is lock:
+            del self._holders[lock.key]
+
+
+class MemoryLeadership:
+    """One term of leadership of a :class:`MemoryElector`."""
+
+    __slots__ = ("_callbacks", "_ended", "_epoch")
+
+    def __init__(self, epoch: int) -> None:
+        self._epoch = epoch
+        self._callbacks: list[Callable[[BaseException | None], None]] = []
+        self._ended: tuple[BaseException | None] | None = None
+
+    def __repr__(self) -> str:
+        return f"<MemoryLeadership epoch={self._epoch}{' ended' if self._ended else ''}>"
+
+    @property
+    def epoch(self) -> int:
+        """Grows with each change of leader; the fencing token of elector-only runs."""
+        return self._epoch
+
+    def on_lost(self, callback: Callable[[BaseException | None], None]) -> None:
+        """Register ``callback``, called once in the event loop when this term ends:
+        with None if leadership was given up, with a LockLostError if it was lost."""
+        if self._ended is not None:
+            _deliver(callback, self._ended[0])
+        else:
+            self._callbacks.append(callback)
+
+    def _end(self, reason: BaseException | None) -> None:
+        if self._ended is not None:
+            return
+        self._ended = (reason,)
+        callbacks, self._callbacks = self._callbacks, []
+        for callback in callbacks:
+            _deliver(callback, reason)
+
+
+class MemoryElector(_CountedEntries):
+    """An in-process :class:`~asyncron.distributed.Elector` whose leadership tests set.
+
+    Every scheduler sharing it leads or follows together; there is no election.
+    It keeps no claim ledger. Entering it with ``async with`` is allowed (entries
+    are counted) but not needed, and closing it does not resign.
+
+    :param leader: whether it starts as leader (the first term has epoch 1)
+    """
+
+    def __init__(self, leader: bool = True) -> None:
+        self._entries = 0
+        self._epoch = 0
+        self._term: MemoryLeadership | None = None
+        self._listeners: list[Callable[[Leadership | None], None]] = []
+        if leader:
+            self._gain()
+
+    def __repr__(self) -> str:
+        return f"<MemoryElector epoch={self._epoch} leader={self._term is not None}>"
+
+    @property
+    def epoch(self) -> int:
+        """The epoch of the latest term (0 before the first)."""
+        return self._epoch
+
+    def leadership(self) -> MemoryLeadership | None:
+        """Return the current term if leading, else None."""
+        return self._term
+
+    async def is_leader(self) -> bool:
+        """Return whether this elector leads."""
+        return self._term is not None
+
+    def add_listener(self, callback: Callable[[Leadership | None], None]) -> Callable[[], None]:
+        """Call ``callback`` in the event loop with the new term on each gain and with
+        None on each loss. Returns a function that removes it (idempotent)."""
+        self._listeners.append(callback)
+
+        def remove() -> None:
+            if callback in self._listeners:
+                self._listeners.remove(callback)
+
+        return remove
+
+    def set_leader(self, leader: bool) -> None:
+        """Test hook: gain leadership (a new term, epoch + 1) or give it up (the term's
+        ``on_lost`` callbacks get None). Setting the current state again does nothing."""
+        if leader and self._term is None:
+            self._gain()
+        elif not leader and self._term is not None:
+            self._end(None)
+
+    def lose(self) -> bool:
+        """Test hook: lose leadership as an expired lease would; the term's ``on_lost``
+        callbacks get a :class:`~asyncron.LockLostError`. Returns whether it led."""
+        if self._term is None:
+            return False
+        self._end(LockLostError(f"leadership of epoch {self._epoch} was lost"))
+        return True
+
+    def _gain(self) -> None:
+        self._epoch += 1
+        term = self._term = MemoryLeadership(self._epoch)
+        self._notify(term)
+
+    def _end(self, reason: BaseException | None) -> None:
+        term, self._term = self._term, None
+        assert term is not None
+        term._end(reason)
+        self._notify(None)
+
+    def _notify(self, term: Leadership | None) -> None:
+        for listener in list(self._listeners):
+            _deliver(listener, term)
+
+
+if TYPE_CHECKING:  # the classes satisfy the protocols they are documented to implement
+    from .protocols import BatchLocker, Elector
+
+    _locker: type[BatchLocker] = MemoryLocker
+    _elector: type[Elector] = MemoryElector
+    _lock: type[Lock] = MemoryLock
+    _term: type[Leadership] = MemoryLeadership
