@@ -1,0 +1,807 @@
+"""Redis coordination: :class:`RedisLocker` and :class:`RedisElector` (``redis.asyncio``).
+
+Key layout, for ``prefix`` P and coordination key K (the ``{…}`` hash tag keeps a
+job's keys in one cluster slot, so one script can touch them all)::
+
+    P:{K}:claim             last claimed tick, integer µs since the epoch (no expiry)
+    P:{K}:fence             fencing-token counter, INCR'd on each acquisition or claim
+    P:{K}:lock              run lock, "<owner>:<token>", PX ttl, renewed every ttl/3
+    P:elector:{N}:lease     leadership lease of elector N, "<owner>:<epoch>", PX ttl
+    P:elector:{N}:epoch     epoch counter, INCR'd on each acquisition of the lease
+
+Claims are a high-water mark: a tick is claimed only if it is after the stored one,
+by compare-and-set inside the same script that takes the run lock, so the marks
+must survive a Redis restart: the backends warn at open when neither AOF nor RDB
+persistence is on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import secrets
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Protocol, Self
+
+from .._clock import Clock, SystemClock
+from .._time import as_duration, from_us, to_us
+from ..errors import ConfigurationError, LockHeld, LockLostError, LockNotAcquired, TickClaimed
+from .protocols import Leadership, Lock
+
+try:
+    from redis import exceptions as redis_errors
+    from redis.asyncio import Redis
+    from redis.asyncio.retry import Retry
+    from redis.backoff import NoBackoff
+except ImportError as exc:  # pragma: no cover - depends on the environment
+    raise ImportError(
+        "asyncron.distributed.redis needs the redis driver: install asyncron[redis]"
+    ) from exc
+
+__all__ = ("RedisElector", "RedisLeadership", "RedisLock", "RedisLocker")
+
+logger = logging.getLogger("asyncron")
+
+# KEYS: claim, lock, fence. ARGV: tick µs ('' = no claim), owner, ttl ms.
+# Returns {1, token} (locked), {0, last tick} (TickClaimed) or {2, pttl} (LockHeld).
+# A lock already holding this request's owner means the script ran before and only
+# the reply was lost (a client retry): answer as then, so a re-run is harmless.
+_LOCK = """
+local held = redis.call('GET', KEYS[2])
+if held then
+  local token = string.match(held, '^' .. ARGV[2] .. ':(%d+)$')
+  if token then return {1, tonumber(token)} end
+end
+if ARGV[1] ~= '' then
+  local last = redis.call('GET', KEYS[1])
+  if last and tonumber(last) >= tonumber(ARGV[1]) then return {0, last} end
+  redis.call('SET', KEYS[1], ARGV[1])
+end
+if held then return {2, redis.call('PTTL', KEYS[2])} end
+local token = redis.call('INCR', KEYS[3])
+redis.call('SET', KEYS[2], ARGV[2] .. ':' .. token, 'NX', 'PX', ARGV[3])
+return {1, token}
+"""
+# KEYS: claim, fence. ARGV: tick µs. Returns {1, token} or {0, last tick}.
+_CLAIM = """
+local last = redis.call('GET', KEYS[1])
+if last and tonumber(last) >= tonumber(ARGV[1]) then return {0, last} end
+redis.call('SET', KEYS[1], ARGV[1])
+return {1, redis.call('INCR', KEYS[2])}
+"""
+# KEYS: lease, epoch. ARGV: owner, ttl ms. Returns {1, epoch} or {0, pttl}.
+_ACQUIRE = """
+local held = redis.call('GET', KEYS[1])
+if held then
+  local epoch = string.match(held, '^' .. ARGV[1] .. ':(%d+)$')
+  if epoch then return {1, tonumber(epoch)} end
+  return {0, redis.call('PTTL', KEYS[1])}
+end
+local epoch = redis.call('INCR', KEYS[2])
+redis.call('SET', KEYS[1], ARGV[1] .. ':' .. epoch, 'NX', 'PX', ARGV[2])
+return {1, epoch}
+"""
+# KEYS: key. ARGV: value, ttl ms. Compare-and-pexpire: 1 renewed, 0 gone or taken.
+_RENEW = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0
+"""
+# KEYS: key. ARGV: value. Compare-and-delete, so only the owner releases.
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+_SHA = {
+    source: hashlib.sha1(source.encode()).hexdigest()
+    for source in (_LOCK, _CLAIM, _ACQUIRE, _RENEW, _RELEASE)
+}
+
+# Errors after which a command may or may not have run on the server.
+_AMBIGUOUS = (redis_errors.ConnectionError, redis_errors.TimeoutError)
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class _Expiring(Protocol):
+    deadline: float
+
+    def _expire(self) -> None: ...
+
+
+class _DeadlineWatch:
+    """Fires ``_expire()`` on each watched item once its local deadline passes.
+
+    A task of its own, so a renewal stuck on a hung server cannot delay the loss.
+    Deadlines only grow (renewals) and later items get later deadlines (one TTL per
+    backend), so sleeping until the earliest deadline seen is enough.
+    """
+
+    def __init__(self, clock: Clock) -> None:
+        self._clock = clock
+        self._items: dict[_Expiring, None] = {}
+        self._wake = asyncio.Event()
+
+    def add(self, item: _Expiring) -> None:
+        self._items[item] = None
+        self._wake.set()
+
+    def discard(self, item: _Expiring) -> None:
+        self._items.pop(item, None)
+
+    async def run(self) -> None:
+        while True:
+            if not self._items:
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            now = self._clock.monotonic()
+            expired = [item for item in self._items if item.deadline <= now]
+            for item in expired:
+                self.discard(item)
+                item._expire()
+            if not expired:
+                await self._clock.sleep_until(min(item.deadline for item in self._items))
+
+
+def _deliver(callbacks: list[Callable[[Any], None]], value: Any) -> None:
+    loop = asyncio.get_running_loop()
+    for callback in callbacks:
+        loop.call_soon(callback, value)
+
+
+class _RedisBackend:
+    """Client ownership, counted entries, scripts, timings and ``server_time``."""
+
+    _kind = "backend"
+
+    def __init__(
+        self,
+        url_or_client: str | Redis,
+        *,
+        prefix: str,
+        ttl: float | timedelta,
+        margin: float | timedelta | None,
+        clock: Clock | None,
+    ) -> None:
+        if not isinstance(url_or_client, (str, Redis)):
+            raise ConfigurationError(
+                "url_or_client", url_or_client, "a redis:// URL or a redis.asyncio.Redis"
+            )
+        if not isinstance(prefix, str) or not prefix:
+            raise ConfigurationError("prefix", prefix, "a non-empty string")
+        ttl_delta = as_duration("ttl", ttl, allow_zero=False)
+        assert ttl_delta is not None
+        self._ttl = ttl_delta.total_seconds()
+        self._ttl_ms = round(self._ttl * 1000)
+        if self._ttl_ms < 30:
+            raise ConfigurationError("ttl", ttl, "at least 30 ms")
+        margin_delta = as_duration("margin", margin, allow_none=True)
+        self._margin = self._ttl / 10 if margin_delta is None else margin_delta.total_seconds()
+        # The deadline must leave room for a second renewal at 2·ttl/3 after a failed one.
+        if self._margin >= self._ttl / 3:
+            raise ConfigurationError("margin", margin, f"less than ttl/3 ({self._ttl / 3:g} s)")
+        self._interval = self._ttl / 3
+        self._prefix = prefix
+        self._clock: Clock = clock if clock is not None else SystemClock()
+        self._source = url_or_client
+        self._client: Redis | None = url_or_client if isinstance(url_or_client, Redis) else None
+        self._entries = 0
+        self._is_open = False
+        self._gate = asyncio.Lock()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def __aenter__(self) -> Self:
+        async with self._gate:
+            if self._entries == 0:
+                await self._open()
+            self._entries += 1
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        async with self._gate:
+            self._entries -= 1
+            if self._entries == 0:
+                await self._close()
+
+    @property
+    def client(self) -> Redis:
+        """The Redis client in use; only while the backend is open."""
+        if self._client is None or not self._is_open:
+            raise RuntimeError(f"the {self._kind} is not open: enter it with `async with` first")
+        return self._client
+
+    async def server_time(self) -> datetime:
+        """Return the Redis server's current time (``TIME``), aware, in UTC."""
+        seconds, micros = await self.client.time()
+        return from_us(int(seconds) * 1_000_000 + int(micros))
+
+    async def _open(self) -> None:
+        if isinstance(self._source, str):
+            # No client-side retries: a script re-sent after a lost reply must be our
+            # decision (we read the key back), and a dead server must fail fast so the
+            # scheduler can defer the tick. URL parameters still override these.
+            self._client = Redis.from_url(
+                self._source,
+                retry=Retry(NoBackoff(), 0),
+                socket_timeout=max(1.0, self._interval),
+                socket_connect_timeout=max(1.0, self._interval),
+            )
+        self._is_open = True
+        try:
+            await self._check_persistence()
+        except BaseException:
+            await self._close()
+            raise
+        self._started()
+
+    async def _close(self) -> None:
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        try:
+            await self._stopping()
+        finally:
+            self._is_open = False
+            if isinstance(self._source, str) and self._client is not None:
+                client, self._client = self._client, None
+                await client.aclose()
+
+    def _started(self) -> None:
+        """Start the background tasks (subclasses)."""
+
+    async def _stopping(self) -> None:
+        """Give up what is held, after the background tasks stopped (subclasses)."""
+
+    def _start(self, coro: Any, name: str) -> None:
+        task = asyncio.get_running_loop().create_task(coro, name=f"asyncron.{self._kind}.{name}")
+        self._tasks.append(task)
+
+    async def _check_persistence(self) -> None:
+        try:
+            aof = await self.client.config_get("appendonly")
+            rdb = await self.client.config_get("save")
+        except redis_errors.ResponseError as exc:  # CONFIG renamed or forbidden (managed Redis)
+            logger.debug("cannot check Redis persistence (%s); assuming it is configured", exc)
+            return
+        aof_on = _text(next(iter(aof.values()), "no")) == "yes"
+        rdb_on = bool(_text(next(iter(rdb.values()), "")).strip())
+        if not aof_on and not rdb_on:
+            logger.warning(
+                "Redis has neither AOF nor RDB persistence on: a restart forgets the "
+                "claimed ticks, so a tick could run twice; enable appendonly"
+            )
+
+    async def _eval(self, source: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        client = self.client
+        try:
+            return await client.evalsha(_SHA[source], len(keys), *keys, *args)
+        except redis_errors.NoScriptError:
+            await client.script_load(source)  # after a restart or SCRIPT FLUSH
+            return await client.evalsha(_SHA[source], len(keys), *keys, *args)
+
+    async def _eval_many(
+        self, source: str, calls: Sequence[tuple[Sequence[str], Sequence[Any]]]
+    ) -> list[Any]:
+        """Run one script for many key sets in one pipeline (one round trip)."""
+        results: list[Any] = [None] * len(calls)
+        pending = list(range(len(calls)))
+        for attempt in range(2):
+            pipe = self.client.pipeline(transaction=False)
+            for i in pending:
+                keys, args = calls[i]
+                pipe.evalsha(_SHA[source], len(keys), *keys, *args)
+            replies = await pipe.execute(raise_on_error=False)
+            missing = []
+            for i, reply in zip(pending, replies, strict=True):
+                if isinstance(reply, redis_errors.NoScriptError) and attempt == 0:
+                    missing.append(i)
+                elif isinstance(reply, Exception):
+                    raise reply
+                else:
+                    results[i] = reply
+            if not missing:
+                break
+            await self.client.script_load(source)
+            pending = missing
+        return results
+
+    def _job_keys(self, key: str) -> tuple[str, str, str]:
+        base = f"{self._prefix}:{{{key}}}"
+        return f"{base}:claim", f"{base}:lock", f"{base}:fence"
+
+    async def _claimed(self, keys: Sequence[str]) -> dict[str, datetime]:
+        if not keys:
+            return {}
+        values = await self.client.mget([self._job_keys(key)[0] for key in keys])
+        return {key: from_us(int(v)) for key, v in zip(keys, values, strict=True) if v is not None}
+
+
+class RedisLock:
+    """A run lock held in Redis by a :class:`RedisLocker`, renewed in the background."""
+
+    __slots__ = (
+        "_callbacks",
+        "_key",
+        "_locker",
+        "_lost",
+        "_released",
+        "_token",
+        "_value",
+        "deadline",
+        "redis_key",
+        "sent",
+    )
+
+    def __init__(
+        self, locker: RedisLocker, key: str, redis_key: str, value: str, token: int, sent: float
+    ) -> None:
+        self._locker = locker
+        self._key = key
+        self.redis_key = redis_key
+        self._value = value
+        self._token = token
+        self.sent = sent
+        self.deadline = sent + locker._ttl - locker._margin
+        self._callbacks: list[Callable[[BaseException], None]] = []
+        self._lost: BaseException | None = None
+        self._released = False
+
+    def __repr__(self) -> str:
+        state = "lost" if self._lost else "released" if self._released else "held"
+        return f"<RedisLock key={self._key!r} token={self._token} {state}>"
+
+    @property
+    def key(self) -> str:
+        """The locked coordination key."""
+        return self._key
+
+    @property
+    def fencing_token(self) -> int:
+        """The token issued with this acquisition; strictly increasing per key."""
+        return self._token
+
+    @property
+    def lost(self) -> bool:
+        """Whether the lock was lost (taken, deleted, or not renewed before its deadline)."""
+        return self._lost is not None
+
+    def on_lost(self, callback: Callable[[BaseException], None]) -> None:
+        """Register ``callback``, called once in the event loop if the lock is lost, no
+        later than its local deadline (TTL - margin from the last renewal sent)."""
+        if self._lost is not None:
+            _deliver([callback], self._lost)
+        elif not self._released:
+            self._callbacks.append(callback)
+
+    async def unlock(self) -> None:
+        """Release the lock by compare-and-delete; idempotent, never raises.
+
+        A Redis error is logged, not raised: the lock then expires by its TTL.
+        """
+        if self._released:
+            return
+        self._released = True
+        self._callbacks.clear()
+        await self._locker._release(self)
+
+    def _expire(self) -> None:
+        self._lose(LockLostError(f"the run lock on {self._key!r} was not renewed in time"))
+
+    def _lose(self, exc: BaseException) -> None:
+        if self._lost is not None or self._released:
+            return
+        self._lost = exc
+        self._locker._forget(self)
+        callbacks, self._callbacks = self._callbacks, []
+        _deliver(callbacks, exc)
+
+
+class RedisLocker(_RedisBackend):
+    """A :class:`~asyncron.distributed.BatchLocker` on Redis, with skew detection.
+
+    :param url_or_client: a ``redis://`` URL (the locker owns that client) or a
+        ``redis.asyncio.Redis`` (left open; its own retry policy applies)
+    :param prefix: the first part of every key
+    :param ttl: the run-lock TTL; locks are renewed every ttl/3
+    :param margin: how long before the TTL a lock not renewed counts as lost
+        (default ttl/10)
+    :param clock: where renewals and deadlines wait
+    """
+
+    _kind = "redis-locker"
+
+    def __init__(
+        self,
+        url_or_client: str | Redis,
+        *,
+        prefix: str = "asyncron",
+        ttl: float | timedelta = 30,
+        margin: float | timedelta | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        super().__init__(url_or_client, prefix=prefix, ttl=ttl, margin=margin, clock=clock)
+        self._held: dict[RedisLock, None] = {}
+        self._watch = _DeadlineWatch(self._clock)
+        self._renew_wake = asyncio.Event()
+
+    def __repr__(self) -> str:
+        return f"<RedisLocker prefix={self._prefix!r} ttl={self._ttl:g}s held={len(self._held)}>"
+
+    async def lock(self, key: str, tick: datetime | None) -> RedisLock:
+        """Claim ``(key, tick)`` (unless ``tick`` is None) and take the run lock on
+        ``key``, in one script call.
+
+        :raises TickClaimed: ``tick`` is at or before the key's last claimed tick
+        :raises LockHeld: another run holds the lock; the claim just made is kept
+        :raises redis.exceptions.RedisError: Redis failed; nothing is known to be held
+        """
+        result = (await self._lock_batch([(key, tick)], batch=False))[0]
+        if isinstance(result, LockNotAcquired):
+            raise result
+        return result
+
+    async def lock_many(
+        self, requests: Sequence[tuple[str, datetime | None]]
+    ) -> list[Lock | LockNotAcquired]:
+        """Do :meth:`lock` for each request in order, in one pipeline; refusals are
+        returned in place, a Redis failure raises for the whole batch."""
+        return list(await self._lock_batch(requests, batch=True))
+
+    async def last_ticks(self, keys: Sequence[str]) -> dict[str, datetime]:
+        """Return the last claimed tick of each key that has one (one ``MGET``)."""
+        return await self._claimed(keys)
+
+    async def _lock_batch(
+        self, requests: Sequence[tuple[str, datetime | None]], *, batch: bool
+    ) -> list[RedisLock | LockNotAcquired]:
+        # A fresh owner per request: it tells this acquisition from any other.
+        calls = [
+            (
+                self._job_keys(key),
+                ("" if tick is None else to_us(tick), secrets.token_hex(8), self._ttl_ms),
+            )
+            for key, tick in requests
+        ]
+        sent = self._clock.monotonic()
+        try:
+            if batch:
+                replies = await self._eval_many(_LOCK, calls)
+            else:
+                replies = [await self._eval(_LOCK, *calls[0])]
+        except _AMBIGUOUS as exc:
+            # The scripts may have run with only the replies lost: a lock holding our
+            # owner is ours; otherwise the error stands and a retry will see the claim.
+            replies = await self._read_back(calls, exc)
+        return [
+            self._result(key, keys, args[1], reply, sent)
+            for (key, _), (keys, args), reply in zip(requests, calls, replies, strict=True)
+        ]
+
+    async def _read_back(
+        self, calls: Sequence[tuple[Sequence[str], Sequence[Any]]], error: Exception
+    ) -> list[Any]:
+        try:
+            values = await self.client.mget([keys[1] for keys, _ in calls])
+        except _AMBIGUOUS:
+            raise error from None
+        replies: list[Any] = []
+        for (_, args), value in zip(calls, values, strict=True):
+            owner, _, token = _text(value).partition(":") if value is not None else ("", "", "")
+            replies.append([1, int(token)] if owner == args[1] else None)
+        if None in replies:
+            # Some outcome is unknown, so the batch fails; locks that did land are
+            # handed back (their ticks stay claimed: at most once, never twice).
+            for (keys, args), reply in zip(calls, replies, strict=True):
+                if reply is not None:
+                    with contextlib.suppress(redis_errors.RedisError):
+                        await self._eval(_RELEASE, [keys[1]], [f"{args[1]}:{reply[1]}"])
+            raise error
+        return replies
+
+    def _result(
+        self, key: str, keys: Sequence[str], owner: str, reply: Any, sent: float
+    ) -> RedisLock | LockNotAcquired:
+        status, value = int(reply[0]), reply[1]
+        if status == 0:
+            return TickClaimed(key, f"the last claimed tick is {from_us(int(value)).isoformat()}")
+        if status == 2:
+            return LockHeld(key, f"another run holds the run lock (expires in {int(value)} ms)")
+        token = int(value)
+        lock = RedisLock(self, key, keys[1], f"{owner}:{token}", token, sent)
+        self._held[lock] = None
+        self._watch.add(lock)
+        self._renew_wake.set()
+        return lock
+
+    def _forget(self, lock: RedisLock) -> None:
+        self._held.pop(lock, None)
+        self._watch.discard(lock)
+
+    async def _release(self, lock: RedisLock) -> None:
+        self._forget(lock)
+        if not self._is_open:
+            return  # closing released it already
+        try:
+            await self._eval(_RELEASE, [lock.redis_key], [lock._value])
+        except redis_errors.RedisError as exc:
+            logger.warning(
+                "could not release the run lock on %r (%s); it expires by TTL", lock.key, exc
+            )
+
+    def _started(self) -> None:
+        self._start(self._watch.run(), "deadlines")
+        self._start(self._renew_loop(), "renew")
+
+    async def _stopping(self) -> None:
+        # Runs still holding locks must not believe they are exclusive any longer.
+        for lock in list(self._held):
+            lock._lose(LockLostError(f"the locker was closed while {lock.key!r} was held"))
+            with contextlib.suppress(redis_errors.RedisError):
+                await self._eval(_RELEASE, [lock.redis_key], [lock._value])
+
+    async def _renew_loop(self) -> None:
+        """Renew every held lock in one pipeline, ttl/3 after the oldest renewal."""
+        while True:
+            if not self._held:
+                self._renew_wake.clear()
+                await self._renew_wake.wait()
+                continue
+            due = min(lock.sent for lock in self._held) + self._interval
+            if due > self._clock.monotonic():
+                await self._clock.sleep_until(due)
+                continue
+            batch = list(self._held)
+            sent = self._clock.monotonic()
+            try:
+                replies = await self._eval_many(
+                    _RENEW, [([lock.redis_key], [lock._value, self._ttl_ms]) for lock in batch]
+                )
+            except redis_errors.RedisError as exc:
+                # Deadlines stay where they are; the watch loses the locks if Redis
+                # does not answer before them.
+                logger.warning("could not renew %d run lock(s): %s", len(batch), exc)
+                await self._clock.sleep_until(self._clock.monotonic() + self._interval / 3)
+                continue
+            for lock, renewed in zip(batch, replies, strict=True):
+                if lock not in self._held:
+                    continue  # released or lost while the renewal was in flight
+                if int(renewed) == 1:
+                    lock.sent = sent
+                    lock.deadline = sent + self._ttl - self._margin
+                else:
+                    lock._lose(LockLostError(f"the run lock on {lock.key!r} was deleted or taken"))
+
+
+class RedisLeadership:
+    """One term of leadership of a :class:`RedisElector`."""
+
+    __slots__ = ("_callbacks", "_ended", "_epoch", "_value", "deadline", "elector", "sent")
+
+    def __init__(self, elector: RedisElector, epoch: int, value: str, sent: float) -> None:
+        self.elector = elector
+        self._epoch = epoch
+        self._value = value
+        self.sent = sent
+        self.deadline = sent + elector._ttl - elector._margin
+        self._callbacks: list[Callable[[BaseException | None], None]] = []
+        self._ended: tuple[BaseException | None] | None = None
+
+    def __repr__(self) -> str:
+        return f"<RedisLeadership epoch={self._epoch}{' ended' if self._ended else ''}>"
+
+    @property
+    def epoch(self) -> int:
+        """Grows with each acquisition of the lease (an ``INCR``); a fencing token."""
+        return self._epoch
+
+    def on_lost(self, callback: Callable[[BaseException | None], None]) -> None:
+        """Register ``callback``, called once in the event loop when this term ends:
+        None if the elector resigned (closed), a LockLostError if the lease was lost."""
+        if self._ended is not None:
+            _deliver([callback], self._ended[0])
+        else:
+            self._callbacks.append(callback)
+
+    def _expire(self) -> None:
+        self.elector._end(self, LockLostError(f"the lease of epoch {self._epoch} ran out"))
+
+    def _end(self, reason: BaseException | None) -> None:
+        if self._ended is None:
+            self._ended = (reason,)
+            callbacks, self._callbacks = self._callbacks, []
+            _deliver(callbacks, reason)
+
+
+class RedisElector(_RedisBackend):
+    """An :class:`~asyncron.distributed.Elector` on a Redis lease, which also keeps
+    the claim ledger (:class:`~asyncron.distributed.ClaimLedger`) and reads the
+    server's time (:class:`~asyncron.distributed.ServerClock`).
+
+    While open, a background task holds or campaigns for the lease key: ``SET NX PX``
+    with a new epoch from ``INCR``, renewed every ttl/3 by compare-and-pexpire.
+    Closing resigns (compare-and-delete) so another instance takes over at once.
+
+    :param url_or_client: a ``redis://`` URL (the elector owns that client) or a
+        ``redis.asyncio.Redis`` (left open)
+    :param prefix: the first part of every key; share it with the locker to share
+        the claims
+    :param name: the election; electors with the same prefix and name elect one leader
+    :param ttl: the lease TTL: how long a crashed leader keeps the others waiting
+    :param margin: how long before the TTL an unrenewed lease counts as lost
+        (default ttl/10)
+    :param clock: where renewals, retries and deadlines wait
+    """
+
+    _kind = "redis-elector"
+
+    def __init__(
+        self,
+        url_or_client: str | Redis,
+        *,
+        prefix: str = "asyncron",
+        name: str = "default",
+        ttl: float | timedelta = 30,
+        margin: float | timedelta | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        super().__init__(url_or_client, prefix=prefix, ttl=ttl, margin=margin, clock=clock)
+        if not isinstance(name, str) or not name:
+            raise ConfigurationError("name", name, "a non-empty string")
+        base = f"{prefix}:elector:{{{name}}}"
+        self._lease_key, self._epoch_key = f"{base}:lease", f"{base}:epoch"
+        self._term: RedisLeadership | None = None
+        self._listeners: list[Callable[[Leadership | None], None]] = []
+        self._watch = _DeadlineWatch(self._clock)
+
+    def __repr__(self) -> str:
+        return f"<RedisElector key={self._lease_key!r} leader={self.leadership() is not None}>"
+
+    def leadership(self) -> RedisLeadership | None:
+        """Return the current term if this instance leads, else None; local, no I/O.
+
+        None as soon as the local deadline passes, even if the renewal task has not
+        run since (a process resumed from SIGSTOP acts on nothing).
+        """
+        term = self._term
+        if term is None or self._clock.monotonic() >= term.deadline:
+            return None
+        return term
+
+    async def is_leader(self) -> bool:
+        """Return whether this instance leads (local state)."""
+        return self.leadership() is not None
+
+    def add_listener(self, callback: Callable[[Leadership | None], None]) -> Callable[[], None]:
+        """Call ``callback`` in the event loop with the new term on each gain and with
+        None on each loss. Returns a function that removes it (idempotent)."""
+        self._listeners.append(callback)
+
+        def remove() -> None:
+            if callback in self._listeners:
+                self._listeners.remove(callback)
+
+        return remove
+
+    async def claim(self, key: str, tick: datetime) -> int:
+        """Claim ``(key, tick)`` in the high-water mark shared with :class:`RedisLocker`
+        and return a fencing token.
+
+        :raises TickClaimed: ``tick`` is at or before the key's last claimed tick
+        :raises redis.exceptions.RedisError: Redis failed (the claim may have landed;
+            a retry then raises TickClaimed, so the tick runs at most once)
+        """
+        claim_key, _, fence_key = self._job_keys(key)
+        status, value = await self._eval(_CLAIM, [claim_key, fence_key], [to_us(tick)])
+        if int(status) == 0:
+            raise TickClaimed(key, f"the last claimed tick is {from_us(int(value)).isoformat()}")
+        return int(value)
+
+    async def last_ticks(self, keys: Sequence[str]) -> dict[str, datetime]:
+        """Return the last claimed tick of each key that has one (one ``MGET``)."""
+        return await self._claimed(keys)
+
+    def _started(self) -> None:
+        self._start(self._watch.run(), "deadlines")
+        self._start(self._campaign(), "campaign")
+
+    async def _stopping(self) -> None:
+        term = self._term
+        if term is None:
+            return
+        self._end(term, None)
+        try:
+            await self._eval(_RELEASE, [self._lease_key], [term._value])
+        except redis_errors.RedisError as exc:
+            logger.warning("could not resign leadership (%s); the lease expires by TTL", exc)
+
+    def _end(self, term: RedisLeadership, reason: BaseException | None) -> None:
+        if self._term is not term:
+            return
+        self._term = None
+        self._watch.discard(term)
+        term._end(reason)
+        _deliver(list(self._listeners), None)
+
+    async def _campaign(self) -> None:
+        """Hold the lease while leading, campaign for it while following."""
+        while True:
+            term = self._term
+            if term is None:
+                delay = await self._acquire()
+            elif term.sent + self._interval > self._clock.monotonic():
+                await self._clock.sleep_until(term.sent + self._interval)
+                continue
+            else:
+                delay = await self._renew(term)
+            if delay:
+                await self._clock.sleep_until(self._clock.monotonic() + delay)
+
+    async def _acquire(self) -> float:
+        owner = secrets.token_hex(8)
+        sent = self._clock.monotonic()
+        try:
+            try:
+                status, value = await self._eval(
+                    _ACQUIRE, [self._lease_key, self._epoch_key], [owner, self._ttl_ms]
+                )
+            except _AMBIGUOUS:
+                # The lease may be ours with only the reply lost: read it back.
+                held = await self.client.get(self._lease_key)
+                held_owner, _, held_epoch = _text(held).partition(":") if held else ("", "", "")
+                if held_owner != owner:
+                    raise
+                status, value = 1, int(held_epoch)
+        except redis_errors.RedisError as exc:
+            logger.warning("could not campaign for leadership: %s", exc)
+            return self._interval / 3
+        if status != 1:
+            # Someone leads: try again when its lease would run out, or at the cadence.
+            return min(self._interval, max(int(value), 1) / 1000)
+        epoch = int(value)
+        term = self._term = RedisLeadership(self, epoch, f"{owner}:{epoch}", sent)
+        self._watch.add(term)
+        logger.info("became leader of %r with epoch %d", self._lease_key, epoch)
+        _deliver(list(self._listeners), term)
+        return 0
+
+    async def _renew(self, term: RedisLeadership) -> float:
+        sent = self._clock.monotonic()
+        try:
+            renewed = await self._eval(_RENEW, [self._lease_key], [term._value, self._ttl_ms])
+        except redis_errors.RedisError as exc:
+            # The watch ends the term at its deadline if Redis stays away.
+            logger.warning("could not renew leadership: %s", exc)
+            return self._interval / 3
+        if self._term is term:
+            if int(renewed) == 1:
+                term.sent = sent
+                term.deadline = sent + self._ttl - self._margin
+            else:
+                self._end(term, LockLostError(f"the lease of epoch {term.epoch} was taken"))
+        return 0
+
+
+if TYPE_CHECKING:  # the classes satisfy the protocols they are documented to implement
+    from .protocols import BatchLocker, ClaimLedger, Elector, ServerClock
+
+    _locker: type[BatchLocker] = RedisLocker
+    _locker_clock: type[ServerClock] = RedisLocker
+    _elector: type[Elector] = RedisElector
+    _ledger: type[ClaimLedger] = RedisElector
+    _elector_clock: type[ServerClock] = RedisElector
+    _lock: type[Lock] = RedisLock
+    _term: type[Leadership] = RedisLeadership
