@@ -1,0 +1,791 @@
+"""The run engine: one timer over a heap of (next tick, job), dispatch of due ticks, and
+the pipeline of one run (design §3). :class:`~asyncron.Scheduler` builds on it."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+import logging
+import math
+import random
+import threading
+from collections import deque
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from heapq import heapify, heappop, heappush
+from itertools import count
+from typing import TYPE_CHECKING, Any, Literal
+
+import anyio
+
+from ._clock import Clock, SystemClock
+from ._context import RunContext, _current
+from ._events import (
+    EventDispatcher,
+    JobFailed,
+    JobMissed,
+    JobRemoved,
+    JobSkipped,
+    JobStarted,
+    JobSucceeded,
+    LockFailed,
+    LockLost,
+    MissReason,
+    Monitor,
+    RemovalReason,
+    RunKind,
+    RunOutcome,
+    RunStatus,
+    SkipReason,
+)
+from .errors import LockLostError, LockNotAcquired, RunTimeout, TickClaimed
+
+if TYPE_CHECKING:
+    from ._job import BeforeRun, Job
+    from .distributed.protocols import Elector, Lock, Locker
+
+__all__ = ("RunEngine",)
+
+_US = timedelta(microseconds=1)
+_QUEUE_LIMIT = 100
+_COUNT_LIMIT = 10_000
+_SCHEDULED, _CATCH_UP, _START, _RUN_NOW = (
+    RunKind.SCHEDULED,
+    RunKind.CATCH_UP,
+    RunKind.START,
+    RunKind.RUN_NOW,
+)
+
+#: Worker-thread calls in flight in this process (the virtual clock waits for them).
+threads_in_flight = 0
+
+
+class _Run:
+    """The mutable state of one run in progress."""
+
+    __slots__ = ("cause", "ctx", "done", "job", "kind", "scope", "tick")
+
+    def __init__(self, job: Job, tick: datetime, kind: RunKind, ctx: RunContext) -> None:
+        self.job = job
+        self.tick = tick
+        self.kind = kind
+        self.ctx = ctx
+        self.scope: anyio.CancelScope | None = None
+        self.cause: BaseException | None = None
+        self.done = False
+
+
+_Entry = tuple["Job", datetime, RunKind, "asyncio.Future[RunOutcome] | None"]
+
+
+class RunEngine:
+    """Timer, dispatch and run pipeline. Attributes are set by the Scheduler."""
+
+    _clock: Clock
+    _random: random.Random
+    _logger: logging.Logger
+    _events: EventDispatcher
+    _monitor: Monitor | None
+    _locker: Locker | None
+    _elector: Elector | None
+    _before_run: BeforeRun | None
+    _max_concurrent: int | None
+    _concurrency_mode: Literal["wait", "skip"]
+
+    def _init_engine(self) -> None:
+        self._heap: list[tuple[float, int, Job, int]] = []
+        self._seq = count()
+        self._stale = 0
+        self._global_active = 0
+        self._global_waiting: deque[_Entry] = deque()
+        self._waiting_count = 0
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._elector_runs: set[_Run] = set()
+        self._thread_runs: set[_Run] = set()
+        self._sleep_scope: anyio.CancelScope | None = None
+        self._sleep_ts = math.inf
+        self._batch: dict[Any, list[_Entry]] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: int | None = None
+        self._limiter: anyio.CapacityLimiter | None = None
+        self._dispatching = False
+        self._idle: asyncio.Event | None = None
+        self._recheck: float | None = getattr(self._clock, "wall_recheck_interval", 1.0)
+        self._system_clock = type(self._clock) is SystemClock
+
+    # --- ticks ----------------------------------------------------------------
+    def _after(self, job: Job, after: datetime) -> datetime | None:
+        """The job's first tick strictly after ``after``, within start_at/stop_at."""
+        opts = job._opts
+        start_at = opts.start_at if isinstance(opts.start_at, datetime) else None
+        if start_at is not None and after < start_at:
+            after = start_at - _US
+        tick = job._schedule.next_fire(after, start_at=start_at, rng=self._random)
+        if tick is None or (opts.stop_at is not None and tick > opts.stop_at):
+            return None
+        return tick
+
+    def _latest(self, job: Job, at: datetime) -> datetime | None:
+        """The job's latest tick at or before ``at``, within start_at/stop_at."""
+        opts = job._opts
+        start_at = opts.start_at if isinstance(opts.start_at, datetime) else None
+        if opts.stop_at is not None and at > opts.stop_at:
+            at = opts.stop_at
+        tick = job._schedule.last_fire(at, start_at=start_at)
+        if tick is None or (start_at is not None and tick < start_at):
+            return None
+        return tick
+
+    def _count_ticks(self, job: Job, first: datetime, last: datetime) -> int | None:
+        """How many ticks lie in [first, last]; None when that would mean a long walk."""
+        interval = getattr(job._schedule, "interval", None)
+        if isinstance(interval, timedelta):
+            return (last - first) // interval + 1
+        n, tick = 1, first
+        while n <= _COUNT_LIMIT:
+            nxt = self._after(job, tick)
+            if nxt is None or nxt > last:
+                return n
+            n, tick = n + 1, nxt
+        return None
+
+    def _set_next(self, job: Job, tick: datetime | None) -> None:
+        """Make ``tick`` the job's next tick and (if running) put it on the timer heap."""
+        job._version += 1
+        if job._next_tick is not None and self._loop is not None:
+            self._stale += 1
+        job._next_tick = tick
+        if tick is None or self._loop is None:
+            return
+        ts = tick.timestamp()
+        heappush(self._heap, (ts, next(self._seq), job, job._version))
+        if ts < self._sleep_ts and self._sleep_scope is not None and not self._dispatching:
+            self._poke()
+        if self._stale > 1024 and self._stale > len(self._heap) // 2:
+            self._compact()
+
+    def _compact(self) -> None:
+        self._heap = [e for e in self._heap if e[3] == e[2]._version and not e[2]._removed]
+        heapify(self._heap)
+        self._stale = 0
+
+    def _poke(self) -> None:
+        """Wake the timer so it looks at the heap again."""
+        scope = self._sleep_scope
+        if scope is None:
+            return
+        if self._loop_thread == threading.get_ident():
+            scope.cancel()
+        elif self._loop is not None:
+            self._loop.call_soon_threadsafe(scope.cancel)
+
+    # --- the timer ------------------------------------------------------------
+    async def _timer_loop(self) -> None:
+        clock, heap = self._clock, self._heap
+        while True:
+            heap = self._heap
+            while heap and heap[0][3] != heap[0][2]._version:
+                heappop(heap)
+                self._stale = max(0, self._stale - 1)
+            now = clock.now()
+            now_ts = now.timestamp()
+            if heap and heap[0][0] <= now_ts:
+                self._dispatch_due(now, now_ts)
+                continue
+            delay: float | None = heap[0][0] - now_ts if heap else None
+            if self._recheck is not None:
+                delay = self._recheck if delay is None else min(delay, self._recheck)
+            with anyio.CancelScope() as scope:
+                self._sleep_scope = scope
+                self._sleep_ts = heap[0][0] if heap else math.inf
+                try:
+                    if delay is None:
+                        await anyio.sleep_forever()
+                    else:
+                        await clock.sleep_until(clock.monotonic() + delay)
+                finally:
+                    self._sleep_scope = None
+                    self._sleep_ts = math.inf
+
+    def _dispatch_due(self, now: datetime, now_ts: float) -> None:
+        heap = self._heap
+        self._batch = {}
+        self._dispatching = True
+        try:
+            while heap and heap[0][0] <= now_ts:
+                _, _, job, version = heappop(heap)
+                if version != job._version or job._removed:
+                    self._stale = max(0, self._stale - 1)
+                    continue
+                self._fire(job, now)
+        finally:
+            self._dispatching = False
+            batch, self._batch = self._batch, None
+            for locker, entries in batch.items():
+                self._track(self._run_batch(locker, entries))
+
+    def _fire(self, job: Job, now: datetime) -> None:
+        """Dispatch a job whose next tick is due: coalesce or walk missed ticks, schedule
+        the following tick, then submit the runs."""
+        tick = job._next_tick
+        assert tick is not None
+        opts, schedule = job._opts, job._schedule
+        nxt = self._after(job, tick)
+        ticks: list[datetime] = [tick]
+        if nxt is not None and nxt <= now:
+            if opts.coalesce or not schedule.is_pure:
+                latest = self._latest(job, now) if schedule.is_pure else None
+                if latest is not None and latest > tick:
+                    before = self._latest(job, latest - _US) or tick
+                    self._missed(job, MissReason.COALESCED, tick, before)
+                    ticks = [latest]
+                    nxt = self._after(job, latest)
+                else:
+                    nxt = self._after(job, now)
+            else:
+                ticks, nxt = self._walk_missed(job, tick, now)
+        if not opts.from_completion:
+            self._set_next(job, nxt)
+        else:
+            job._version += 1
+            job._next_tick = None
+        for t in ticks:
+            self._submit(job, t, _SCHEDULED, None)
+        if nxt is None and not opts.from_completion:
+            self._retire_exhausted(job)
+
+    def _walk_missed(
+        self, job: Job, tick: datetime, now: datetime
+    ) -> tuple[list[datetime], datetime | None]:
+        """coalesce=False: every missed tick within the grace, in order (bounded)."""
+        grace = job._opts.misfire_grace
+        if grace is not None and now - tick > grace:
+            first = self._after(job, now - grace - _US)
+            last_late = self._latest(job, now - grace - _US) or tick
+            self._missed(job, MissReason.LATE, tick, last_late)
+            if first is None or first > now:
+                return [], first
+            tick = first
+        ticks: list[datetime] = []
+        current: datetime | None = tick
+        while current is not None and current <= now and len(ticks) < _QUEUE_LIMIT:
+            ticks.append(current)
+            current = self._after(job, current)
+        if current is not None and current <= now:
+            last = self._latest(job, now) or current
+            self._missed(job, MissReason.QUEUE_FULL, current, last)
+            current = self._after(job, now)
+        return ticks, current
+
+    def _retire_exhausted(self, job: Job) -> None:
+        stop_at = job._opts.stop_at
+        reason = RemovalReason.STOP_AT if stop_at is not None else RemovalReason.EXHAUSTED
+        self._retire(job, reason)
+
+    def _retire(self, job: Job, reason: RemovalReason) -> None:
+        raise NotImplementedError
+
+    # --- admission (synchronous) --------------------------------------------------
+    def _submit(
+        self,
+        job: Job,
+        tick: datetime,
+        kind: RunKind,
+        future: asyncio.Future[RunOutcome] | None,
+    ) -> None:
+        """Local rules of a due run: paused, overlap (skip or wait), then the global limit."""
+        if job._paused and kind is not _RUN_NOW:
+            self._resolve(future, self._skip(job, tick, kind, SkipReason.PAUSED))
+            return
+        opts = job._opts
+        if job._active >= opts.max_instances:
+            if opts.overlap == "skip":
+                self._resolve(future, self._skip(job, tick, kind, SkipReason.OVERLAP))
+                return
+            waiting = job._waiting
+            if waiting is None:
+                waiting = job._waiting = deque()
+            if opts.coalesce and kind is not _RUN_NOW:
+                for i, (old_tick, old_kind, old_future) in enumerate(waiting):
+                    if old_kind is not _RUN_NOW:
+                        del waiting[i]
+                        self._waiting_count -= 1
+                        self._missed(job, MissReason.COALESCED, old_tick, old_tick)
+                        self._resolve(
+                            old_future,
+                            RunOutcome(RunStatus.SKIPPED, old_tick, MissReason.COALESCED),
+                        )
+                        break
+            elif len(waiting) >= _QUEUE_LIMIT:
+                old_tick, _, old_future = waiting.popleft()
+                self._waiting_count -= 1
+                self._missed(job, MissReason.QUEUE_FULL, old_tick, old_tick)
+                self._resolve(
+                    old_future, RunOutcome(RunStatus.SKIPPED, old_tick, MissReason.QUEUE_FULL)
+                )
+            waiting.append((tick, kind, future))
+            self._waiting_count += 1
+            return
+        job._active += 1
+        self._admit(job, tick, kind, future)
+
+    def _admit(
+        self,
+        job: Job,
+        tick: datetime,
+        kind: RunKind,
+        future: asyncio.Future[RunOutcome] | None,
+    ) -> None:
+        limit = self._max_concurrent
+        if limit is not None and self._global_active >= limit:
+            if self._concurrency_mode == "skip":
+                job._active -= 1
+                self._resolve(future, self._skip(job, tick, kind, SkipReason.CONCURRENCY_LIMIT))
+                return
+            self._global_waiting.append((job, tick, kind, future))
+            self._waiting_count += 1
+            return
+        self._global_active += 1
+        self._spawn(job, tick, kind, future, None)
+
+    def _spawn(
+        self,
+        job: Job,
+        tick: datetime,
+        kind: RunKind,
+        future: asyncio.Future[RunOutcome] | None,
+        lock_result: Lock | LockNotAcquired | None,
+    ) -> None:
+        batch = self._batch
+        if (
+            batch is not None
+            and job._coordinated
+            and kind is not _RUN_NOW
+            and job._opts.jitter is None
+            and self._elector is None
+        ):
+            locker = job._opts.locker or self._locker
+            if locker is not None and hasattr(locker, "lock_many"):
+                batch.setdefault(locker, []).append((job, tick, kind, future))
+                return
+        self._track(self._run(job, tick, kind, future, lock_result))
+
+    def _track(self, coro: Any) -> None:
+        assert self._loop is not None
+        task = self._loop.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not self._tasks and self._idle is not None:
+            self._idle.set()
+
+    def _release(self, job: Job) -> None:
+        """A run ended (or was refused after admission): free its slots, admit waiters."""
+        job._active -= 1
+        self._global_active -= 1
+        if self._global_waiting and (
+            self._max_concurrent is None or self._global_active < self._max_concurrent
+        ):
+            waiter, tick, kind, future = self._global_waiting.popleft()
+            self._waiting_count -= 1
+            self._global_active += 1
+            self._spawn(waiter, tick, kind, future, None)
+        waiting = job._waiting
+        if waiting and job._active < job._opts.max_instances and self._loop is not None:
+            tick, kind, future = waiting.popleft()
+            self._waiting_count -= 1
+            job._active += 1
+            self._admit(job, tick, kind, future)
+
+    @staticmethod
+    def _resolve(future: asyncio.Future[RunOutcome] | None, outcome: RunOutcome) -> None:
+        if future is not None and not future.done():
+            future.set_result(outcome)
+
+    # --- events -----------------------------------------------------------------
+    def _wants(self, event_type: type, job: Job) -> bool:
+        return bool(job._opts.listeners) or self._events.wants(event_type)
+
+    def _emit_job(self, job: Job, event_type: type, **fields: Any) -> None:
+        event = event_type(
+            timestamp=self._clock.now(), job_id=job._id, job_name=job._name, **fields
+        )
+        self._events.emit(event, job._opts.listeners)
+
+    def _skip(self, job: Job, tick: datetime, kind: RunKind, reason: SkipReason) -> RunOutcome:
+        if self._logger.isEnabledFor(logging.DEBUG):
+            self._logger.debug("skipped %s at %s: %s", job._name or job._id, tick, reason.value)
+        if self._wants(JobSkipped, job):
+            self._emit_job(job, JobSkipped, tick=tick, kind=kind, reason=reason)
+        if self._monitor is not None:
+            self._monitor.record_run(job._name or str(job._id), "skipped", reason.value, 0.0, 0.0)
+        return RunOutcome(RunStatus.SKIPPED, tick, reason)
+
+    def _missed(self, job: Job, reason: MissReason, first: datetime, last: datetime) -> None:
+        if self._logger.isEnabledFor(logging.DEBUG):
+            self._logger.debug(
+                "missed %s ticks %s..%s: %s", job._name or job._id, first, last, reason.value
+            )
+        if self._wants(JobMissed, job):
+            n = 1 if first == last else self._count_ticks(job, first, last)
+            self._emit_job(job, JobMissed, reason=reason, count=n, first_tick=first, last_tick=last)
+        if self._monitor is not None:
+            self._monitor.record_run(job._name or str(job._id), "missed", reason.value, 0.0, 0.0)
+
+    # --- one run (asynchronous) ------------------------------------------------------
+    async def _run_batch(self, locker: Any, entries: list[_Entry]) -> None:
+        """Take the locks of every run due in one wake-up in one call, then start them."""
+        try:
+            results = await locker.lock_many([(job._key, tick) for job, tick, _, _ in entries])
+        except Exception:
+            # Fall back to one pipeline per run: each defers and retries on its own.
+            results = [None] * len(entries)
+        for (job, tick, kind, future), result in zip(entries, results, strict=True):
+            self._track(self._run(job, tick, kind, future, result))
+
+    async def _run(
+        self,
+        job: Job,
+        tick: datetime,
+        kind: RunKind,
+        future: asyncio.Future[RunOutcome] | None,
+        lock_result: Lock | LockNotAcquired | None,
+    ) -> None:
+        try:
+            outcome = await self._pipeline(job, tick, kind, lock_result)
+        except asyncio.CancelledError:
+            self._resolve(future, RunOutcome(RunStatus.FAILED, tick, exception=RunTimeout()))
+            raise
+        finally:
+            self._release(job)
+            if kind is not _RUN_NOW and job._opts.from_completion and not job._removed:
+                self._reschedule_from_completion(job)
+        self._resolve(future, outcome)
+
+    def _reschedule_from_completion(self, job: Job) -> None:
+        nxt = self._after(job, self._clock.now())
+        self._set_next(job, nxt)
+        if nxt is None:
+            self._retire_exhausted(job)
+
+    async def _acquire(
+        self, job: Job, locker: Locker, tick: datetime | None, kind: RunKind
+    ) -> Lock | RunOutcome:
+        """Claim and lock, deferring on backend errors with backoff while the tick may
+        still run; refusals become skips."""
+        clock = self._clock
+        delay = 0.1
+        failed = False
+        report_tick = tick if tick is not None else clock.now()
+        while True:
+            try:
+                return await locker.lock(job._key, tick)
+            except LockNotAcquired as exc:
+                return self._refused(job, report_tick, kind, exc)
+            except Exception as exc:
+                if not failed:
+                    failed = True
+                    self._logger.warning(
+                        "lock backend failed for %s at %s: %r", job._key, report_tick, exc
+                    )
+                    if self._wants(LockFailed, job):
+                        self._emit_job(job, LockFailed, tick=tick, exception=exc)
+                if tick is None:
+                    return self._skip(job, report_tick, kind, SkipReason.LOCK_ERROR)
+                now = clock.now()
+                retry_at = now + timedelta(seconds=delay)
+                grace = job._opts.misfire_grace
+                nxt = job._next_tick
+                if (grace is not None and retry_at - tick > grace) or (
+                    job._opts.coalesce and nxt is not None and nxt <= retry_at
+                ):
+                    self._missed(job, MissReason.BACKEND_UNAVAILABLE, tick, tick)
+                    return RunOutcome(RunStatus.SKIPPED, tick, MissReason.BACKEND_UNAVAILABLE)
+                await clock.sleep_until(clock.monotonic() + delay)
+                delay = min(delay * 2, 2.0)
+
+    def _refused(self, job: Job, tick: datetime, kind: RunKind, exc: LockNotAcquired) -> RunOutcome:
+        if isinstance(exc, TickClaimed):
+            if kind is not _RUN_NOW:
+                self._count_toward_limit(job)
+            return self._skip(job, tick, kind, SkipReason.TICK_CLAIMED)
+        return self._skip(job, tick, kind, SkipReason.LOCK_HELD)
+
+    def _count_toward_limit(self, job: Job) -> bool:
+        """Count a scheduled tick toward limit_runs; False if the limit was already reached."""
+        limit = job._opts.limit_runs
+        if limit is None:
+            return True
+        if job._limit_count >= limit:
+            return False
+        job._limit_count += 1
+        if job._limit_count >= limit and not job._removed:
+            self._retire(job, RemovalReason.LIMIT_RUNS)
+        return True
+
+    async def _pipeline(
+        self,
+        job: Job,
+        tick: datetime,
+        kind: RunKind,
+        lock_result: Lock | LockNotAcquired | None,
+    ) -> RunOutcome:
+        clock, opts = self._clock, job._opts
+        jitter: timedelta | None = None
+        if opts.jitter is not None and kind is not _RUN_NOW:
+            seconds = self._random.uniform(0, opts.jitter.total_seconds())
+            nxt = job._next_tick
+            if nxt is not None:
+                seconds = min(seconds, max(0.0, (nxt - tick).total_seconds() - 1e-3))
+            jitter = timedelta(seconds=seconds)
+            await clock.sleep_until(clock.monotonic() + seconds)
+        token: int | None = None
+        lock: Lock | None = None
+        leader_run = False
+        if job._coordinated:
+            locker = opts.locker or self._locker
+            if self._elector is not None:
+                leadership = self._elector.leadership()
+                if leadership is None:
+                    return self._skip(job, tick, kind, SkipReason.NOT_LEADER)
+                token = leadership.epoch
+                leader_run = True
+                claim = getattr(self._elector, "claim", None)
+                if locker is None and claim is not None and kind is not _RUN_NOW:
+                    try:
+                        await claim(job._key, tick)
+                    except LockNotAcquired as exc:
+                        return self._refused(job, tick, kind, exc)
+                    except Exception as exc:
+                        self._logger.warning("claim failed for %s at %s: %r", job._key, tick, exc)
+                        if self._wants(LockFailed, job):
+                            self._emit_job(job, LockFailed, tick=tick, exception=exc)
+                        self._missed(job, MissReason.BACKEND_UNAVAILABLE, tick, tick)
+                        return RunOutcome(RunStatus.SKIPPED, tick, MissReason.BACKEND_UNAVAILABLE)
+            if locker is not None:
+                if lock_result is None:
+                    acquired = await self._acquire(
+                        job, locker, None if kind is _RUN_NOW else tick, kind
+                    )
+                elif isinstance(lock_result, LockNotAcquired):
+                    acquired = self._refused(job, tick, kind, lock_result)
+                else:
+                    acquired = lock_result
+                if isinstance(acquired, RunOutcome):
+                    return acquired
+                lock = acquired
+                token = lock.fencing_token
+        try:
+            return await self._call(job, tick, kind, lock, token, jitter, leader_run)
+        except BaseException:
+            if lock is not None:  # cancelled (shutdown): unlock is idempotent
+                await self._unlock(job, lock)
+            raise
+
+    async def _unlock(self, job: Job, lock: Lock) -> None:
+        try:
+            with anyio.CancelScope(shield=True):
+                await lock.unlock()
+        except Exception as exc:
+            self._logger.warning("unlock failed for %s: %r", job._key, exc)
+
+    async def _call(
+        self,
+        job: Job,
+        tick: datetime,
+        kind: RunKind,
+        lock: Lock | None,
+        token: int | None,
+        jitter: timedelta | None,
+        leader_run: bool,
+    ) -> RunOutcome:
+        clock, opts = self._clock, job._opts
+        start = clock.now()
+        lateness = timedelta(0)
+        if kind is not _RUN_NOW:
+            lateness = start - tick - jitter if jitter is not None else start - tick
+            grace = opts.misfire_grace
+            if grace is not None and lateness > grace:
+                if lock is not None:
+                    await self._unlock(job, lock)
+                self._missed(job, MissReason.LATE, tick, tick)
+                return RunOutcome(RunStatus.SKIPPED, tick, MissReason.LATE)
+        ctx = RunContext(job, tick, kind, token)
+        hook = opts.before_run or self._before_run
+        if hook is not None:
+            try:
+                verdict = hook(ctx)
+                if inspect.isawaitable(verdict):
+                    verdict = await verdict
+            except Exception:
+                self._logger.exception("before_run of %s raised; the run is vetoed", job._key)
+                verdict = False
+            if not verdict:
+                if lock is not None:
+                    await self._unlock(job, lock)
+                if kind is not _RUN_NOW:
+                    self._count_toward_limit(job)
+                return self._skip(job, tick, kind, SkipReason.VETOED)
+        if kind is not _RUN_NOW and not self._count_toward_limit(job):
+            # The limit was reached by runs that started meanwhile; the job is removed.
+            if lock is not None:
+                await self._unlock(job, lock)
+            return RunOutcome(RunStatus.SKIPPED, tick, None)
+        job._run_count += 1
+        if kind is not _RUN_NOW or job._last_run is None or tick > job._last_run:
+            job._last_run = tick
+        run = _Run(job, tick, kind, ctx)
+        if lock is not None:
+            lock.on_lost(functools.partial(self._lost, run))
+        if leader_run:
+            self._elector_runs.add(run)
+        if self._wants(JobStarted, job):
+            self._emit_job(job, JobStarted, tick=tick, kind=kind, start=start, lateness=lateness)
+        timer = self._arm_timeout(run, opts.timeout) if opts.timeout is not None else None
+        info = job._info
+        args, kwargs = job._args, job._kwargs
+        if info.ctx_param is not None:
+            kwargs = {**(kwargs or {}), info.ctx_param: ctx}
+        reset = _current.set(ctx)
+        result: Any = None
+        error: BaseException | None = None
+        try:
+            if info.is_async:
+                with anyio.CancelScope() as scope:
+                    run.scope = ctx._cancel_scope = scope
+                    result = await (job._func(*args, **kwargs) if kwargs else job._func(*args))
+                if scope.cancelled_caught and run.cause is not None:
+                    error = run.cause
+            else:
+                self._thread_runs.add(run)
+                result = await self._call_in_thread(job, args, kwargs)
+                if run.cause is not None:
+                    error = run.cause
+        except Exception as exc:
+            error = (
+                run.cause
+                if run.cause is not None and isinstance(exc, (anyio.get_cancelled_exc_class(),))
+                else exc
+            )
+        finally:
+            run.done = True
+            _current.reset(reset)
+            if timer is not None:
+                timer()
+            if leader_run:
+                self._elector_runs.discard(run)
+            self._thread_runs.discard(run)
+        if lock is not None:
+            await self._unlock(job, lock)
+        end = clock.now()
+        if error is None:
+            if self._wants(JobSucceeded, job):
+                self._emit_job(
+                    job,
+                    JobSucceeded,
+                    tick=tick,
+                    kind=kind,
+                    start=start,
+                    end=end,
+                    return_value=result,
+                )
+            outcome = RunOutcome(RunStatus.SUCCEEDED, tick, None, start, end, None, result)
+        else:
+            if self._logger.isEnabledFor(logging.INFO):
+                self._logger.info("run of %s at %s failed: %r", job._name or job._key, tick, error)
+            if self._wants(JobFailed, job):
+                self._emit_job(
+                    job, JobFailed, tick=tick, kind=kind, start=start, end=end, exception=error
+                )
+            outcome = RunOutcome(RunStatus.FAILED, tick, None, start, end, error)
+        if self._monitor is not None:
+            self._monitor.record_run(
+                job._name or str(job._id),
+                outcome.status.value,
+                None,
+                (end - start).total_seconds(),
+                lateness.total_seconds(),
+            )
+        return outcome
+
+    async def _call_in_thread(
+        self, job: Job, args: tuple[Any, ...], kwargs: dict[str, Any] | None
+    ) -> Any:
+        global threads_in_flight
+        func = functools.partial(job._func, *args, **kwargs) if kwargs else job._func
+        if args and not kwargs:
+            func = functools.partial(job._func, *args)
+        threads_in_flight += 1
+        try:
+            result = await anyio.to_thread.run_sync(
+                func, limiter=self._limiter, abandon_on_cancel=True
+            )
+        finally:
+            threads_in_flight -= 1
+        if inspect.isawaitable(result):
+            if inspect.iscoroutine(result):
+                result.close()
+            raise TypeError(
+                f"{job._func!r} is a plain function that returned an awaitable; "
+                "declare it async def so asyncron awaits it"
+            )
+        return result
+
+    def _arm_timeout(self, run: _Run, timeout: timedelta) -> Callable[[], None]:
+        """Fire :meth:`_timed_out` after ``timeout`` on the clock; returns a disarm callable."""
+        seconds = timeout.total_seconds()
+        if self._system_clock and self._loop is not None:
+            handle = self._loop.call_later(seconds, self._timed_out, run)
+            return handle.cancel
+
+        async def watch() -> None:
+            await self._clock.sleep_until(self._clock.monotonic() + seconds)
+            self._timed_out(run)
+
+        assert self._loop is not None
+        task = self._loop.create_task(watch())
+
+        def disarm() -> None:
+            task.cancel()
+
+        return disarm
+
+    def _timed_out(self, run: _Run) -> None:
+        if run.done:
+            return
+        run.ctx._cancelled = True
+        run.cause = RunTimeout(
+            f"run of {run.job._name or run.job._key} at {run.tick.isoformat()} "
+            f"exceeded timeout={run.job._opts.timeout}"
+        )
+        if run.scope is not None:
+            run.scope.cancel()
+
+    def _lost(self, run: _Run, exc: BaseException | None) -> None:
+        """A run's lock or this instance's leadership was lost."""
+        if run.done:
+            return
+        job = run.job
+        run.ctx._cancelled = True
+        self._logger.warning("lost the lock of %s at %s: %r", job._key, run.tick, exc)
+        if self._wants(LockLost, job):
+            self._emit_job(job, LockLost, tick=run.tick, kind=run.kind, exception=exc)
+        if job._opts.on_lock_lost == "cancel":
+            cause = LockLostError(f"lost the lock of {job._key} at {run.tick.isoformat()}")
+            if exc is not None:
+                cause.__cause__ = exc
+            run.cause = cause
+            if run.scope is not None:
+                run.scope.cancel()
+
+    def _cancel_leader_runs(self, exc: BaseException | None) -> None:
+        for run in list(self._elector_runs):
+            self._lost(run, exc)
+
+    # --- removal hook for JobRemoved events --------------------------------------------
+    def _emit_removed(self, job: Job, reason: RemovalReason) -> None:
+        if self._wants(JobRemoved, job):
+            self._emit_job(job, JobRemoved, reason=reason)
