@@ -1,0 +1,116 @@
+"""Run cases in fresh interpreters, interleaving repeats round-robin across schedulers."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from .cases.measure import lateness_stats
+from .envs import REPO_DIR, python_for
+from .plan import Case
+
+__all__ = ("iter_runs", "run_one")
+
+
+def _command(scheduler: str, scenario: str, params: dict[str, Any]) -> list[str]:
+    interpreter = sys.executable if scenario == "cron_next" else str(python_for(scheduler))
+    return [interpreter, "-m", "benchmarks.cases", scheduler, scenario, json.dumps(params)]
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(REPO_DIR)
+    env.pop("PYTHONSTARTUP", None)
+    return env
+
+
+def _finish(proc: subprocess.Popen[str], timeout: float, log: Path) -> dict[str, Any]:
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate()
+        err += f"\n[bench] killed after {timeout:.0f} s"
+    with log.open("a") as f:
+        f.write(f"$ {' '.join(map(str, proc.args))[:300]}\n{err}\n")
+    lines = [line for line in out.splitlines() if line.startswith("{")]
+    if proc.returncode == 0 and lines:
+        result: dict[str, Any] = json.loads(lines[-1])
+        return result
+    tail = (err.strip().splitlines() or ["no output"])[-1]
+    return {"error": f"exit {proc.returncode}: {tail[:300]}"}
+
+
+def _merge_instances(case: Case, results: list[dict[str, Any]]) -> dict[str, Any]:
+    """Merge the runs of several instances of one distributed measurement."""
+    errors = [r["error"] for r in results if "error" in r]
+    if errors:
+        return {"error": errors[0]}
+    runs = [tuple(run) for r in results for run in r.pop("raw_runs")]
+    merged: dict[str, Any] = dict(
+        lateness_stats(
+            runs, int(case.params["n"]), results[0]["window_start"], case.params["window"]
+        )  # type: ignore[arg-type]
+    )
+    merged["cpu_pct"] = sum(r["cpu_pct"] for r in results) / len(results)
+    merged["cpu_pct_total"] = sum(r["cpu_pct"] for r in results)
+    merged["instance_runs"] = [r["runs"] for r in results]
+    merged["version"] = results[0].get("version")
+    return merged
+
+
+def run_one(case: Case, scheduler: str, log: Path) -> dict[str, Any]:
+    """Run one measurement of ``case`` for ``scheduler`` and return its result dict."""
+    params = dict(case.params)
+    if case.scenario == "distributed":
+        # Several processes share keys (one prefix per measurement) and one window,
+        # which starts once every instance has had time to start and add its jobs.
+        adapter = {**params.get("adapter", {}), "prefix": f"b{uuid.uuid4().hex[:8]}-"}
+        params["adapter"] = adapter
+        params["raw"] = True
+        lead = 4 + int(params["n"]) / 1000 * 2
+        params["window_start"] = math.ceil(time.time() + lead)
+    procs = [
+        subprocess.Popen(
+            _command(scheduler, case.scenario, params),
+            cwd=REPO_DIR,
+            env=_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(case.instances)
+    ]
+    results = [_finish(p, case.timeout, log) for p in procs]
+    if case.scenario == "distributed":
+        return _merge_instances(case, results)
+    return results[0]
+
+
+def iter_runs(
+    cases: list[Case], log: Path
+) -> Iterator[tuple[int, Case, str, dict[str, Any], float]]:
+    """Yield ``(repeat, case, scheduler, result, seconds)`` round-robin.
+
+    Each repeat walks every case; within a case every scheduler runs once, in an order
+    rotated by the repeat number, so slow drifts in machine load hit all alike.
+    """
+    max_repeats = max((c.repeats for c in cases), default=0)
+    for repeat in range(max_repeats):
+        for case in cases:
+            if repeat >= case.repeats:
+                continue
+            k = repeat % len(case.schedulers)
+            order = case.schedulers[k:] + case.schedulers[:k]
+            for scheduler in order:
+                t0 = time.perf_counter()
+                result = run_one(case, scheduler, log)
+                yield repeat, case, scheduler, result, time.perf_counter() - t0
