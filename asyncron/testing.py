@@ -1,4 +1,5 @@
-"""Test helpers for asyncron users: a virtual clock and pytest fixtures.
+"""Test helpers for asyncron users: a virtual clock (and, through the pytest plugin
+``asyncron.pytest_plugin``, the ``asyncron_clock`` and ``asyncron_scheduler`` fixtures).
 
 ``VirtualClock`` runs a week of schedule in milliseconds on the same code path as real
 time: ``await clock.advance(hours=1)`` moves to each due instant in order, lets what
@@ -11,14 +12,12 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
-
 from . import _runner
 from .errors import ConfigurationError
 
-__all__ = ("VirtualClock", "virtual_clock")
+__all__ = ("VirtualClock",)
 
 
 class VirtualClock:
@@ -141,11 +140,3 @@ class VirtualClock:
         await self.settle()
 
 
-async def virtual_clock(start: datetime | None = None) -> AsyncIterator[VirtualClock]:
-    """A pytest-asyncio fixture body: ``clock = pytest_asyncio.fixture(virtual_clock)``,
-    or use the ``asyncron_clock`` fixture that the pytest plugin registers."""
-    yield VirtualClock(start)
-
-
-def __getattr__(name: str) -> Any:  # pragma: no cover - helpful error
-    raise AttributeError(f"module 'asyncron.testing' has no attribute {name!r}")
