@@ -81,7 +81,7 @@ def resolve_zone(value: Any, field: str = "tz") -> ZoneInfo:
     ``ZoneInfo``; reject fixed-offset ``timezone`` objects with a hint."""
     if isinstance(value, ZoneInfo):
         return value
-    if value is UTC or value == timezone.utc:
+    if value is UTC or value == UTC:
         return ZoneInfo("UTC")
     if isinstance(value, timezone):
         offset = value.utcoffset(None)

@@ -14,6 +14,7 @@ import heapq
 import itertools
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+
 from . import _runner
 from .errors import ConfigurationError
 
@@ -138,5 +139,3 @@ class VirtualClock:
             await self.settle()
         self._mono = max(self._mono, target)
         await self.settle()
-
-

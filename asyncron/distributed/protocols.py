@@ -113,9 +113,7 @@ class Elector(Protocol):
         """Return whether this instance leads (gocron parity)."""
         ...
 
-    def add_listener(
-        self, callback: Callable[[Leadership | None], None]
-    ) -> Callable[[], None]:
+    def add_listener(self, callback: Callable[[Leadership | None], None]) -> Callable[[], None]:
         """Call ``callback`` in the event loop on each change: the new term when this
         instance becomes leader, None when it stops leading. Returns a remover."""
         ...

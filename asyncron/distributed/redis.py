@@ -576,10 +576,14 @@ class RedisLocker(_RedisBackend):
                 logger.warning("could not renew %d run lock(s): %s", len(batch), exc)
                 await self._clock.sleep_until(self._clock.monotonic() + self._interval / 3)
                 continue
+            now = self._clock.monotonic()
             for lock, renewed in zip(batch, replies, strict=True):
                 if lock not in self._held:
                     continue  # released or lost while the renewal was in flight
-                if int(renewed) == 1:
+                if now >= lock.deadline:
+                    # Too late: callers may already have seen it lost; it stays lost.
+                    lock._expire()
+                elif int(renewed) == 1:
                     lock.sent = sent
                     lock.deadline = sent + self._ttl - self._margin
                 else:
@@ -787,7 +791,10 @@ class RedisElector(_RedisBackend):
             logger.warning("could not renew leadership: %s", exc)
             return self._interval / 3
         if self._term is term:
-            if int(renewed) == 1:
+            if self._clock.monotonic() >= term.deadline:
+                # leadership() already said None: a term never comes back.
+                term._expire()
+            elif int(renewed) == 1:
                 term.sent = sent
                 term.deadline = sent + self._ttl - self._margin
             else:
