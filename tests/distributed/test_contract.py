@@ -1,0 +1,372 @@
+"""The coordination contract (design §4), run against every backend.
+
+Lockers: memory, Redis, PostgreSQL. Electors: Redis and PostgreSQL (two electors
+elect one leader); the memory elector, which does not elect, has its own class.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from asyncron._time import to_us
+from asyncron.distributed import BatchLocker, Leadership, Lock, MemoryElector, MemoryLocker
+from asyncron.errors import LockHeld, LockLostError, LockNotAcquired, TickClaimed
+
+from .conftest import Backend, OffsetClock
+
+T0 = datetime(2030, 1, 1, tzinfo=UTC)
+
+
+def tick(seconds: float) -> datetime:
+    """The tick ``seconds`` after 2030-01-01T00:00Z."""
+    return T0 + timedelta(seconds=seconds)
+
+
+async def wait_for(predicate: Callable[[], bool], within: float = 5.0) -> None:
+    """Poll ``predicate`` until true, failing after ``within`` seconds."""
+    async with asyncio.timeout(within):
+        # Polling: the state belongs to backend tasks that signal nothing we could await.
+        while not predicate():  # noqa: ASYNC110
+            await asyncio.sleep(0.02)
+
+
+class TestLockerContract:
+    """What every Locker guarantees."""
+
+    async def test_mutual_exclusion(self, backend: Backend) -> None:
+        """Only one of many concurrent acquisitions of a key succeeds, across instances."""
+        other = await backend.new_locker()
+        attempts = [
+            (backend.locker if i % 2 else other).lock("job", tick(i % 3 + 1)) for i in range(10)
+        ]
+        results = await asyncio.gather(*attempts, return_exceptions=True)
+        locks = [r for r in results if isinstance(r, Lock)]
+        assert len(locks) == 1, results
+        assert all(isinstance(r, (Lock, LockNotAcquired)) for r in results), results
+        with pytest.raises(LockHeld):
+            await other.lock("job", None)
+        await locks[0].unlock()
+
+    async def test_once_per_tick_after_unlock(self, backend: Backend) -> None:
+        """After unlock, the same and earlier ticks are refused as claimed; a later one runs."""
+        lock = await backend.locker.lock("job", tick(10))
+        await lock.unlock()
+        with pytest.raises(TickClaimed):
+            await backend.locker.lock("job", tick(10))
+        with pytest.raises(TickClaimed):
+            await backend.locker.lock("job", tick(5))
+        later = await backend.locker.lock("job", tick(11))
+        await later.unlock()
+
+    async def test_lock_held_keeps_the_claim(self, backend: Backend) -> None:
+        """A claim refused with LockHeld stays made: the tick never runs afterwards."""
+        holder = await backend.locker.lock("job", None)
+        other = await backend.new_locker()
+        with pytest.raises(LockHeld):
+            await other.lock("job", tick(1))
+        await holder.unlock()
+        with pytest.raises(TickClaimed):
+            await other.lock("job", tick(1))
+        assert await other.last_ticks(["job"]) == {"job": tick(1)}
+
+    async def test_tick_none_takes_only_the_run_lock(self, backend: Backend) -> None:
+        """lock(key, None) claims nothing and ignores claims, but still excludes."""
+        lock = await backend.locker.lock("job", None)
+        with pytest.raises(LockHeld):
+            await backend.locker.lock("job", None)
+        await lock.unlock()
+        assert await backend.locker.last_ticks(["job"]) == {}
+        claimed = await backend.locker.lock("job", tick(1))
+        await claimed.unlock()
+        again = await backend.locker.lock("job", None)
+        await again.unlock()
+        assert await backend.locker.last_ticks(["job"]) == {"job": tick(1)}
+
+    async def test_owner_only_release(self, backend: Backend) -> None:
+        """Unlocking a lost lock does not release the lock its key's new holder took."""
+        lost = await backend.locker.lock("job", None)
+        await backend.force_loss("job")
+        other = await backend.new_locker()
+        # A server may need a moment to see the loss (a terminated session).
+        holder = await _retry_while_held(lambda: other.lock("job", None))
+        await lost.unlock()
+        third = await backend.new_locker()
+        with pytest.raises(LockHeld):
+            await third.lock("job", None)
+        await holder.unlock()
+
+    async def test_unlock_is_idempotent(self, backend: Backend) -> None:
+        """unlock() twice, or after a loss, neither raises nor frees someone else's lock."""
+        lock = await backend.locker.lock("job", None)
+        await lock.unlock()
+        await lock.unlock()
+        again = await backend.locker.lock("job", None)
+        await backend.force_loss("job")
+        await again.unlock()
+        await again.unlock()
+
+    async def test_fencing_tokens_strictly_increase(self, backend: Backend) -> None:
+        """Each acquisition of a key, by any instance, gets a larger token."""
+        other = await backend.new_locker()
+        tokens = []
+        for i in range(6):
+            locker = backend.locker if i % 2 else other
+            lock = await locker.lock("job", tick(i) if i % 3 else None)
+            tokens.append(lock.fencing_token)
+            await lock.unlock()
+        assert tokens == sorted(set(tokens)), tokens
+        assert all(isinstance(token, int) for token in tokens)
+
+    async def test_last_ticks(self, backend: Backend) -> None:
+        """last_ticks returns the latest claim of each key that has one, aware in UTC."""
+        for key, seconds in (("a", 1), ("a", 7), ("b", 3)):
+            await (await backend.locker.lock(key, tick(seconds))).unlock()
+        got = await backend.locker.last_ticks(["a", "b", "never"])
+        assert got == {"a": tick(7), "b": tick(3)}
+        assert all(when.utcoffset() == timedelta(0) for when in got.values())
+        assert await backend.locker.last_ticks([]) == {}
+
+    async def test_lock_many_mixed_results(self, backend: Backend) -> None:
+        """lock_many answers each request in order: locks, LockHeld and TickClaimed in place."""
+        if not isinstance(backend.locker, BatchLocker):
+            pytest.skip(f"{backend.name} locker has no lock_many")
+        held = await backend.locker.lock("held", None)
+        await (await backend.locker.lock("claimed", tick(5))).unlock()
+        results = await backend.locker.lock_many(
+            [("free", tick(1)), ("held", tick(1)), ("claimed", tick(5)), ("free", None)]
+        )
+        assert isinstance(results[0], Lock)
+        assert isinstance(results[1], LockHeld)
+        assert isinstance(results[2], TickClaimed)
+        assert isinstance(results[3], LockHeld)  # the batch's own first request holds it
+        assert await backend.locker.last_ticks(["held"]) == {"held": tick(1)}
+        assert await backend.locker.lock_many([]) == []
+        await results[0].unlock()
+        await held.unlock()
+
+    async def test_renewal_keeps_a_lock_past_its_ttl(self, backend: Backend) -> None:
+        """A lock held for three TTLs stays held and exclusive, with no loss reported."""
+        holder_locker = await backend.new_locker(ttl=1)
+        other = await backend.new_locker(ttl=1)
+        lock = await holder_locker.lock("job", None)
+        lost: list[BaseException] = []
+        lock.on_lost(lost.append)
+        for _ in range(6):
+            await asyncio.sleep(0.5)
+            with pytest.raises(LockHeld):
+                await other.lock("job", None)
+        assert lost == []
+        await lock.unlock()
+        await (await other.lock("job", None)).unlock()
+
+    async def test_lock_loss_fires_on_lost(self, backend: Backend) -> None:
+        """A lost lock calls each on_lost callback once with a LockLostError, even late ones."""
+        locker = await backend.new_locker(ttl=1)
+        lock = await locker.lock("job", None)
+        calls: list[BaseException] = []
+        lock.on_lost(calls.append)
+        await backend.force_loss("job")
+        await wait_for(lambda: len(calls) == 1)
+        late: list[BaseException] = []
+        lock.on_lost(late.append)
+        await wait_for(lambda: len(late) == 1)
+        await asyncio.sleep(0.5)
+        assert len(calls) == 1
+        assert isinstance(calls[0], LockLostError)
+        await lock.unlock()
+
+    async def test_outage_raises_a_backend_error_then_recovers(
+        self, outage_backend: Backend
+    ) -> None:
+        """During an outage calls raise backend errors, not LockNotAcquired; claims
+        made before it survive and locking works again once it ends."""
+        locker = outage_backend.locker
+        await (await locker.lock("job", tick(1))).unlock()
+        async with outage_backend.outage():
+            calls: list[Callable[[], Awaitable[object]]] = [
+                lambda: locker.lock("job", tick(2)),
+                lambda: locker.last_ticks(["job"]),
+            ]
+            for call in calls:
+                with pytest.raises(Exception) as caught:  # any backend error
+                    await call()
+                assert not isinstance(caught.value, LockNotAcquired), caught.value
+            if isinstance(locker, BatchLocker):
+                with pytest.raises(Exception) as caught:
+                    await locker.lock_many([("job", tick(2))])
+                assert not isinstance(caught.value, LockNotAcquired), caught.value
+        lock = await _retry_on_backend_error(lambda: locker.lock("job", tick(2)))
+        await lock.unlock()
+        with pytest.raises(TickClaimed):
+            await locker.lock("job", tick(1))
+        assert await locker.last_ticks(["job"]) == {"job": tick(2)}
+
+    async def test_ticks_are_encoded_as_integer_microseconds(self, backend: Backend) -> None:
+        """A tick is compared as integer µs since the epoch: zones do not matter,
+        one µs does, and what is stored is that integer."""
+        berlin = datetime(2030, 6, 1, 12, 0, 0, 123456, tzinfo=ZoneInfo("Europe/Berlin"))
+        await (await backend.locker.lock("job", berlin)).unlock()
+        raw = await backend.raw_claim("job")
+        # 10:00 UTC (Berlin is UTC+2 in June), from the POSIX timestamp, not from to_us
+        expected = int(datetime(2030, 6, 1, 10, tzinfo=UTC).timestamp()) * 1_000_000 + 123456
+        assert to_us(berlin) == expected
+        assert raw is None or raw == expected
+        with pytest.raises(TickClaimed):
+            await backend.locker.lock("job", berlin.astimezone(UTC))
+        got = (await backend.locker.last_ticks(["job"]))["job"]
+        assert got == berlin and got.utcoffset() == timedelta(0)
+        await (await backend.locker.lock("job", berlin + timedelta(microseconds=1))).unlock()
+
+
+async def _retry_while_held(acquire: Callable[[], Awaitable[Any]], within: float = 5.0) -> Any:
+    async with asyncio.timeout(within):
+        while True:
+            try:
+                return await acquire()
+            except LockHeld:
+                await asyncio.sleep(0.05)
+
+
+async def _retry_on_backend_error(
+    acquire: Callable[[], Awaitable[Any]], within: float = 5.0
+) -> Any:
+    # The scheduler retries a deferred tick the same way; a reconnect may take a try.
+    async with asyncio.timeout(within):
+        while True:
+            try:
+                return await acquire()
+            except LockNotAcquired:
+                raise
+            except Exception:
+                await asyncio.sleep(0.1)
+
+
+class TestElectorContract:
+    """What every server-backed Elector guarantees, with two electors in one election."""
+
+    async def test_one_leader_among_two(self, elector_backend: Backend) -> None:
+        """Two electors settle on exactly one leader, and it stays one."""
+        assert elector_backend.new_elector is not None
+        first = await elector_backend.new_elector()
+        second = await elector_backend.new_elector()
+        await wait_for(lambda: (first.leadership() is None) != (second.leadership() is None))
+        for _ in range(10):
+            await asyncio.sleep(0.15)
+            assert (first.leadership() is None) != (second.leadership() is None)
+        assert await first.is_leader() != await second.is_leader()
+
+    async def test_resign_on_close_hands_over_with_a_larger_epoch(
+        self, elector_backend: Backend
+    ) -> None:
+        """Closing the leader ends its term with None and the other takes over, within
+        one TTL, with a larger epoch."""
+        assert elector_backend.new_elector is not None
+        first = await elector_backend.new_elector()
+        await wait_for(lambda: first.leadership() is not None)
+        second = await elector_backend.new_elector()
+        term = first.leadership()
+        assert term is not None
+        ended: list[BaseException | None] = []
+        term.on_lost(ended.append)
+        await first.__aexit__(None, None, None)
+        assert first.leadership() is None
+        await wait_for(lambda: second.leadership() is not None, within=1.0)
+        assert second.leadership().epoch > term.epoch
+        await wait_for(lambda: ended == [None])
+
+    async def test_add_listener_reports_gain_and_loss(self, elector_backend: Backend) -> None:
+        """A listener gets the new term on gain and None on loss; its remover stops it."""
+        assert elector_backend.new_elector is not None
+        first = await elector_backend.new_elector()
+        await wait_for(lambda: first.leadership() is not None)
+        second = await elector_backend.new_elector()
+        events: list[Leadership | None] = []
+        remove = second.add_listener(events.append)
+        await first.__aexit__(None, None, None)
+        await wait_for(lambda: len(events) == 1)
+        assert events[0] is second.leadership()
+        await second.__aexit__(None, None, None)
+        await wait_for(lambda: len(events) == 2)
+        assert events[1] is None
+        remove()
+        remove()
+
+    async def test_leadership_ends_at_the_deadline_without_the_renewal_task(
+        self, elector_backend: Backend, offset_clock: OffsetClock
+    ) -> None:
+        """Once the local deadline passes, leadership() is None at once, before any task
+        runs, and the term ends with a LockLostError."""
+        assert elector_backend.new_elector is not None
+        elector = await elector_backend.new_elector(clock=offset_clock)
+        await wait_for(lambda: elector.leadership() is not None)
+        term = elector.leadership()
+        assert term is not None
+        ended: list[BaseException | None] = []
+        term.on_lost(ended.append)
+        offset_clock.jump(1.0)  # the TTL: as if the process had been stopped that long
+        assert elector.leadership() is None
+        assert not await elector.is_leader()
+        await wait_for(lambda: len(ended) == 1, within=2.0)
+        assert isinstance(ended[0], LockLostError)
+        assert elector.leadership() is not term
+
+
+class TestMemoryElector:
+    """The in-process elector: leadership is set by tests, with the same callbacks."""
+
+    async def test_set_leader_moves_epochs_and_ends_terms_with_none(self) -> None:
+        """Each gain is a new term with epoch + 1; giving up ends the term with None."""
+        elector = MemoryElector()
+        events: list[Leadership | None] = []
+        elector.add_listener(events.append)
+        first = elector.leadership()
+        assert first is not None and first.epoch == 1
+        ended: list[BaseException | None] = []
+        first.on_lost(ended.append)
+        elector.set_leader(False)
+        assert elector.leadership() is None and not await elector.is_leader()
+        elector.set_leader(True)
+        second = elector.leadership()
+        assert second is not None and second.epoch == 2
+        await asyncio.sleep(0)
+        assert ended == [None]
+        assert events == [None, second]
+
+    async def test_lose_ends_the_term_with_lock_lost_error(self) -> None:
+        """lose() ends the term as an expired lease would; a follower has nothing to lose."""
+        elector = MemoryElector(leader=False)
+        assert elector.leadership() is None and not elector.lose()
+        elector.set_leader(True)
+        term = elector.leadership()
+        assert term is not None
+        assert elector.lose()
+        late: list[BaseException | None] = []
+        term.on_lost(late.append)
+        await asyncio.sleep(0)
+        assert len(late) == 1 and isinstance(late[0], LockLostError)
+
+
+class TestMemoryLockerHooks:
+    """The test hooks MemoryLocker ships for users' tests."""
+
+    async def test_views_and_fail_with(self) -> None:
+        """holders and claimed are live read-only views; fail_with raises until cleared."""
+        locker = MemoryLocker()
+        lock = await locker.lock("job", tick(1))
+        assert dict(locker.holders) == {"job": lock}
+        assert dict(locker.claimed) == {"job": tick(1)}
+        with pytest.raises(TypeError):
+            locker.holders["x"] = lock  # type: ignore[index]
+        locker.fail_with(ConnectionError("down"))
+        with pytest.raises(ConnectionError):
+            await locker.lock("other", None)
+        await lock.unlock()  # unlock keeps working during an outage
+        assert dict(locker.holders) == {}
+        locker.fail_with(None)
+        await (await locker.lock("other", None)).unlock()
