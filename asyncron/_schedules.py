@@ -744,7 +744,8 @@ _NEAREST_RE = re.compile(r"(^|,)(\d+w|w\d+)(,|$)")
 
 
 def _expand_field(values: list[Any], low: int, high: int) -> tuple[int, ...]:
-    if values == ["*"]:
+    # croniter keeps "*" inside a list ("*,*/2"): anywhere, it means the whole range.
+    if "*" in values:
         return tuple(range(low, high + 1))
     return tuple(sorted({int(v) for v in values}))
 
@@ -799,8 +800,8 @@ def _compile_cron(expr: str, seconds: bool) -> _CronMatcher:
         last_dom="l" in dom_raw,
         dow=dow,
         nth=nth,
-        dom_restricted=dom_raw != ["*"],
-        dow_restricted=dow_raw != ["*"],
+        dom_restricted="*" not in dom_raw,
+        dow_restricted="*" not in dow_raw,
         fixed=not minute_field.startswith("*") and not hour_field.startswith("*"),
     )
     # Rejects expressions that never fire (`0 0 30 2 *`): 28 years cover every
@@ -835,7 +836,12 @@ class CronSchedule(_WallSchedule):
 
     @model_validator(mode="after")
     def _compile(self) -> CronSchedule:
-        _compile_cron(self.expr, self.seconds)
+        try:
+            _compile_cron(self.expr, self.seconds)
+        except InvalidScheduleError:
+            raise
+        except (ValueError, TypeError, KeyError, IndexError) as exc:  # croniter's odd corners
+            raise _invalid("expr", self.expr, f"{_CRON_VALID} ({exc})") from exc
         return self
 
     @cached_property

@@ -1,0 +1,168 @@
+"""Property tests: the compiled cron matcher agrees with croniter, its reference.
+
+croniter is right in UTC and, in zones with daylight-saving time, away from the
+transitions (where asyncron follows the Vixie rules instead, see test_schedules_dst.py).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import pytest
+from croniter import croniter
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+
+from asyncron._schedules import cron
+from asyncron.errors import InvalidScheduleError
+
+SETTINGS = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FIRES = 20
+MONTHS = ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"]
+DAYS = ["sun", "mon", "tue", "wed", "thu", "fri", "sat"]
+DST_ZONES = ["Europe/Berlin", "America/New_York", "Australia/Sydney", "America/Santiago"]
+PLAIN_ZONES = ["Asia/Tokyo", "Asia/Kolkata", "Asia/Kathmandu", "America/Phoenix"]
+
+
+def value(low: int, high: int, names: list[str] | None = None) -> st.SearchStrategy[str]:
+    numbers = st.integers(low, high).map(str)
+    if names is None:
+        return numbers
+    offset = low
+    return numbers | st.integers(low, high).map(lambda n: names[n - offset].title())
+
+
+def element(low: int, high: int, names: list[str] | None = None) -> st.SearchStrategy[str]:
+    single = value(low, high, names)
+    step = st.integers(1, max(2, (high - low) // 2)).map(str)
+    return st.one_of(
+        st.just("*"),
+        st.builds(lambda s: f"*/{s}", step),
+        single,
+        st.builds(lambda a, b: f"{a}-{b}", single, single),
+        st.builds(lambda a, b, s: f"{a}-{b}/{s}", single, single, step),
+        st.builds(lambda a, s: f"{a}/{s}", value(low, high), step),
+    )
+
+
+def field(low: int, high: int, names: list[str] | None = None) -> st.SearchStrategy[str]:
+    return st.lists(element(low, high, names), min_size=1, max_size=3).map(",".join)
+
+
+EXPRESSIONS = st.builds(
+    lambda *fields: " ".join(fields),
+    field(0, 59),
+    field(0, 23),
+    field(1, 31) | st.just("L"),
+    field(1, 12, MONTHS),
+    field(0, 6, DAYS),
+)
+SECONDS_EXPRESSIONS = st.builds(lambda s, rest: f"{s} {rest}", field(0, 59), EXPRESSIONS)
+INSTANTS = st.datetimes(
+    min_value=datetime(1990, 1, 1), max_value=datetime(2060, 12, 31), timezones=st.just(UTC)
+)
+
+
+def compile_or_skip(expr: str, *, seconds: bool = False, tz: str | None = None) -> object:
+    """Our schedule, or skip the example when the expression is invalid or never fires
+    (croniter must agree that it is invalid or cannot find a date)."""
+    try:
+        return cron(expr, seconds=seconds, tz=tz)
+    except InvalidScheduleError as exc:
+        if croniter.is_valid(expr, second_at_beginning=seconds):
+            assert "never occurs" in str(exc) or "mix" in str(exc), str(exc)
+        assume(False)
+        raise
+
+
+def near_transition(zone: ZoneInfo, instant: datetime) -> bool:
+    offsets = {(instant + timedelta(hours=h)).astimezone(zone).utcoffset() for h in (-26, 0, 26)}
+    return len(offsets) > 1
+
+
+def compare(expr: str, start: datetime, *, seconds: bool = False, tz: str | None = None) -> None:
+    schedule = compile_or_skip(expr, seconds=seconds, tz=tz)
+    zone = ZoneInfo(tz) if tz else None
+    begin = start.astimezone(zone) if zone else start
+    if zone is not None:
+        assume(not near_transition(zone, start))
+    reference = croniter(expr, begin, second_at_beginning=seconds)
+    after = start
+    for _ in range(FIRES):
+        try:
+            theirs = reference.get_next(datetime).astimezone(UTC)
+        except Exception:  # croniter gives up after 50 years: we must not find one sooner
+            ours = schedule.next_fire(after)  # type: ignore[attr-defined]
+            assert ours is None or ours > after + timedelta(days=365 * 49)
+            return
+        ours = schedule.next_fire(after)  # type: ignore[attr-defined]
+        if zone is not None and (
+            near_transition(zone, theirs) or (ours is not None and near_transition(zone, ours))
+        ):
+            return
+        assert ours == theirs, (expr, tz, after)
+        assert schedule.last_fire(ours) == ours  # type: ignore[attr-defined]
+        after = ours
+
+
+class TestAgainstCroniter:
+    @SETTINGS
+    @given(expr=EXPRESSIONS, start=INSTANTS)
+    def test_utc_matches_croniter(self, expr: str, start: datetime) -> None:
+        """In UTC, 20 successive fires equal croniter's for random expressions."""
+        compare(expr, start)
+
+    @SETTINGS
+    @given(expr=SECONDS_EXPRESSIONS, start=INSTANTS)
+    def test_seconds_first_matches_croniter(self, expr: str, start: datetime) -> None:
+        """6-field expressions (seconds first) equal croniter's second_at_beginning=True."""
+        compare(expr, start, seconds=True)
+
+    @SETTINGS
+    @given(expr=EXPRESSIONS, start=INSTANTS, tz=st.sampled_from(DST_ZONES + PLAIN_ZONES))
+    def test_zones_match_croniter_away_from_transitions(
+        self, expr: str, start: datetime, tz: str
+    ) -> None:
+        """In zones, fires away from DST transitions equal croniter's."""
+        compare(expr, start, tz=tz)
+
+    @pytest.mark.parametrize("expr", ["*/5 * * * *", "0 9 * * MON-FRI"])
+    @pytest.mark.parametrize("tz", [None, "Asia/Tokyo"])
+    def test_benchmark_expressions_match_over_many_fires(self, expr: str, tz: str | None) -> None:
+        """The benchmark's expressions agree with croniter over 3,000 successive fires."""
+        zone = ZoneInfo(tz) if tz else UTC
+        start = datetime(2026, 1, 1, 0, 0, 30, tzinfo=UTC)
+        reference = croniter(expr, start.astimezone(zone))
+        schedule = cron(expr, tz=tz)
+        after = start
+        for _ in range(3000):
+            ours = schedule.next_fire(after)
+            assert ours == reference.get_next(datetime).astimezone(UTC)
+            after = ours
+
+
+class TestConsistency:
+    @SETTINGS
+    @given(
+        expr=EXPRESSIONS,
+        start=st.datetimes(
+            min_value=datetime(2020, 1, 1), max_value=datetime(2030, 1, 1), timezones=st.just(UTC)
+        ),
+        tz=st.sampled_from([*DST_ZONES, "Australia/Lord_Howe", "UTC"]),
+    )
+    def test_next_and_last_fire_agree_everywhere(self, expr: str, start: datetime, tz: str) -> None:
+        """Across DST too, ticks strictly increase and last_fire inverts next_fire."""
+        schedule = compile_or_skip(expr, tz=tz)
+        after = start
+        for _ in range(FIRES):
+            tick = schedule.next_fire(after)  # type: ignore[attr-defined]
+            if tick is None:
+                return
+            assert tick > after
+            assert schedule.last_fire(tick) == tick  # type: ignore[attr-defined]
+            previous = schedule.last_fire(tick - timedelta(microseconds=1))  # type: ignore[attr-defined]
+            assert previous is None or previous <= after
+            if previous is not None:
+                assert schedule.next_fire(previous) == tick  # type: ignore[attr-defined]
+            after = tick
