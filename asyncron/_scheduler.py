@@ -679,7 +679,6 @@ class Scheduler(RunEngine):
         for job in self._jobs.values():
             if job._waiting:
                 for tick, _, future in job._waiting:
-                    job._active -= 1
                     self._resolve(future, RunOutcome(RunStatus.SKIPPED, tick, None))
                 job._waiting.clear()
         self._waiting_count = 0
