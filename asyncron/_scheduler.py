@@ -181,7 +181,8 @@ class Scheduler(RunEngine):
         self._before_run = before_run
         self._events = EventDispatcher()
         self._state = SchedulerState.CREATED
-        self._jobs: dict[uuid.UUID, Job] = {}
+        self._jobs: dict[Job, None] = {}  # insertion-ordered set
+        self._ids: dict[uuid.UUID, Job] | None = None  # built on the first lookup by id
         self._names: dict[str, Job] = {}
         self._keys: dict[str, Job] = {}
         self._stack: contextlib.AsyncExitStack | None = None
@@ -201,7 +202,7 @@ class Scheduler(RunEngine):
     @property
     def jobs(self) -> tuple[Job, ...]:
         """A snapshot of the jobs, in the order they were added."""
-        return tuple(self._jobs.values())
+        return tuple(self._jobs)
 
     @property
     def waiting_runs(self) -> int:
@@ -264,7 +265,7 @@ class Scheduler(RunEngine):
         opts = build_options(merged, zone)
         if name is not None:
             self._check_name(name)
-        job_id = self._make_id(id, name)
+        job_id = self._make_id(id) if id is not None else None
         tags_set = normalize_tags(tags)
         args_tuple = tuple(args)
         kwargs_dict = dict(kwargs) if kwargs else None
@@ -301,7 +302,9 @@ class Scheduler(RunEngine):
             raise ConfigurationError(
                 "stop_at", opts.stop_at, "a time that leaves at least one tick of the schedule"
             )
-        self._jobs[job_id] = job
+        self._jobs[job] = None
+        if self._ids is not None or job_id is not None:
+            self._id_index()[job.id] = job
         if name is not None:
             self._names[name] = job
         if coordinated:
@@ -326,19 +329,18 @@ class Scheduler(RunEngine):
     def _check_name(self, name: Any) -> None:
         if not isinstance(name, str) or not name:
             raise ConfigurationError("name", name, "a non-empty string")
-        try:
-            uuid.UUID(name)
-        except ValueError:
-            pass
-        else:
-            raise ConfigurationError("name", name, "a name that does not parse as a UUID")
+        if len(name) >= 32:  # shorter strings never parse as UUIDs; parsing is slow
+            try:
+                uuid.UUID(name)
+            except ValueError:
+                pass
+            else:
+                raise ConfigurationError("name", name, "a name that does not parse as a UUID")
         if name in self._names:
             raise ConflictingJobError("name", name)
 
-    def _make_id(self, given: Any, name: str | None) -> uuid.UUID:
-        if given is None:
-            job_id = uuid.uuid5(NAMESPACE, name) if name is not None else uuid.uuid4()
-        elif isinstance(given, uuid.UUID):
+    def _make_id(self, given: Any) -> uuid.UUID:
+        if isinstance(given, uuid.UUID):
             job_id = given
         else:
             parsed: uuid.UUID | None = None
@@ -348,9 +350,15 @@ class Scheduler(RunEngine):
             if parsed is None:
                 raise ConfigurationError("id", given, "a UUID or a string that parses as one")
             job_id = parsed
-        if job_id in self._jobs:
+        if job_id in self._id_index():
             raise ConflictingJobError("id", str(job_id))
         return job_id
+
+    def _id_index(self) -> dict[uuid.UUID, Job]:
+        index = self._ids
+        if index is None:
+            index = self._ids = {job.id: job for job in self._jobs}
+        return index
 
     def _check_coordinated(
         self, func: Any, name: str | None, key: str, schedule: Schedule, opts: JobOptions
@@ -392,15 +400,14 @@ class Scheduler(RunEngine):
 
     def _lookup(self, key: Any) -> Job:
         if isinstance(key, Job):
-            job = self._jobs.get(key._id)
-            if job is not key:
-                raise JobLookupError(key._name or key._id)
-            return job
+            if key not in self._jobs:
+                raise JobLookupError(key._name or key.id)
+            return key
         if isinstance(key, uuid.UUID):
-            found = self._jobs.get(key)
+            found = self._id_index().get(key)
         elif isinstance(key, str):
             try:
-                found = self._jobs.get(uuid.UUID(key))
+                found = self._id_index().get(uuid.UUID(key))
             except ValueError:
                 found = self._names.get(key)
         else:
@@ -423,9 +430,9 @@ class Scheduler(RunEngine):
             raise ConfigurationError("match", match, "'any' or 'all'")
         wanted = normalize_tags(tags)
         if match == "any":
-            doomed = [j for j in self._jobs.values() if not wanted.isdisjoint(j._tags)]
+            doomed = [j for j in self._jobs if not wanted.isdisjoint(j._tags)]
         else:
-            doomed = [j for j in self._jobs.values() if wanted <= j._tags]
+            doomed = [j for j in self._jobs if wanted <= j._tags]
         for job in doomed:
             self._retire(job, RemovalReason.EXPLICIT)
         return len(doomed)
@@ -517,7 +524,9 @@ class Scheduler(RunEngine):
         job._removed = True
         job._version += 1
         self._stale += 1
-        self._jobs.pop(job._id, None)
+        self._jobs.pop(job, None)
+        if self._ids is not None:
+            self._ids.pop(job.id, None)
         if job._name is not None and self._names.get(job._name) is job:
             del self._names[job._name]
         if self._keys.get(job._key) is job:
@@ -599,8 +608,10 @@ class Scheduler(RunEngine):
         now = self._clock.now()
         self._heap.clear()
         self._stale = 0
-        for job in list(self._jobs.values()):
-            self._activate(job, now, first_start=not resume)
+        for job in list(self._jobs):
+            # _version stays 0 until a job's first activation: jobs added while stopped
+            # start like new ones (their once("now") / start_at="now" run is due).
+            self._activate(job, now, first_start=not resume or job._version == 0)
         self._background.append(self._loop.create_task(self._timer_loop(), name="asyncron.timer"))
         add_wall = getattr(self._clock, "add_wall_step_listener", None)
         if add_wall is not None:
@@ -613,7 +624,7 @@ class Scheduler(RunEngine):
         if not resume:
             catch_up = [
                 j
-                for j in self._jobs.values()
+                for j in self._jobs
                 if j._coordinated and isinstance(j._opts.misfire_grace, timedelta)
             ]
             if catch_up:
@@ -630,7 +641,7 @@ class Scheduler(RunEngine):
         for backend in (
             self._locker,
             self._elector,
-            *(j._opts.locker for j in self._jobs.values()),
+            *(j._opts.locker for j in self._jobs),
         ):
             if backend is not None and not any(backend is b for b in found):
                 found.append(backend)
@@ -676,7 +687,7 @@ class Scheduler(RunEngine):
             job, tick, _, future = self._global_waiting.popleft()
             job._active -= 1
             self._resolve(future, RunOutcome(RunStatus.SKIPPED, tick, None))
-        for job in self._jobs.values():
+        for job in self._jobs:
             if job._waiting:
                 for tick, _, future in job._waiting:
                     self._resolve(future, RunOutcome(RunStatus.SKIPPED, tick, None))
@@ -768,7 +779,7 @@ class Scheduler(RunEngine):
             )
         jobs = [
             j
-            for j in self._jobs.values()
+            for j in self._jobs
             if j._coordinated and isinstance(j._opts.misfire_grace, timedelta)
         ]
         if jobs and self._loop is not None:
