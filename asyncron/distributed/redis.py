@@ -187,6 +187,9 @@ class _RedisBackend:
         if self._margin >= self._ttl / 3:
             raise ConfigurationError("margin", margin, f"less than ttl/3 ({self._ttl / 3:g} s)")
         self._interval = self._ttl / 3
+        # Bounds a call to a hung server: long enough for a busy one, short enough for
+        # the scheduler to defer the tick well within a typical grace.
+        self._io_timeout = max(1.0, min(5.0, self._interval))
         self._prefix = prefix
         self._clock: Clock = clock if clock is not None else SystemClock()
         self._source = url_or_client
@@ -234,8 +237,8 @@ class _RedisBackend:
             self._client = Redis.from_url(
                 self._source,
                 retry=Retry(NoBackoff(), 0),
-                socket_timeout=max(1.0, self._interval),
-                socket_connect_timeout=max(1.0, self._interval),
+                socket_timeout=self._io_timeout,
+                socket_connect_timeout=self._io_timeout,
             )
         self._is_open = True
         try:
@@ -773,8 +776,10 @@ class RedisElector(_RedisBackend):
             logger.warning("could not campaign for leadership: %s", exc)
             return self._interval / 3
         if status != 1:
-            # Someone leads: try again when its lease would run out, or at the cadence.
-            return min(self._interval, max(int(value), 1) / 1000)
+            # Someone leads: try again when its lease would run out, or at the cadence
+            # (also when the lease has no TTL, PTTL -1, which only a human can cause).
+            pttl = int(value) / 1000
+            return min(self._interval, pttl) if pttl > 0 else self._interval
         epoch = int(value)
         term = self._term = RedisLeadership(self, epoch, f"{owner}:{epoch}", sent)
         self._watch.add(term)

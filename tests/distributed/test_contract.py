@@ -7,7 +7,8 @@ elect one leader); the memory elector, which does not elect, has its own class.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -370,3 +371,167 @@ class TestMemoryLockerHooks:
         assert dict(locker.holders) == {}
         locker.fail_with(None)
         await (await locker.lock("other", None)).unlock()
+
+
+@pytest.mark.external_service
+class TestRedisSpecifics:
+    """Redis behaviour behind the contract: lost replies, scripts, layout, lifecycle."""
+
+    @pytest.fixture
+    async def redis(self, redis_url: str) -> AsyncIterator[Any]:
+        """An admin client on the test server."""
+        from redis.asyncio import Redis
+
+        client = Redis.from_url(redis_url)
+        yield client
+        await client.aclose()
+
+    @pytest.fixture
+    def prefix(self) -> str:
+        """A fresh key prefix."""
+        return f"t{uuid.uuid4().hex[:12]}"
+
+    async def test_lost_reply_is_resolved_by_reading_the_lock_back(
+        self, redis_url: str, prefix: str, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A script that ran but whose reply was lost yields the lock it took; one that
+        was refused raises the backend error, and the retry sees the claim."""
+        from redis.exceptions import ConnectionError as RedisConnectionError
+
+        from asyncron.distributed.redis import RedisLocker
+
+        async with RedisLocker(redis_url, prefix=prefix) as locker:
+            real_eval, real_many = locker._eval, locker._eval_many
+
+            async def lossy_eval(*args: Any) -> Any:
+                await real_eval(*args)
+                raise RedisConnectionError("reply lost")
+
+            async def lossy_many(*args: Any) -> Any:
+                await real_many(*args)
+                raise RedisConnectionError("reply lost")
+
+            monkeypatch.setattr(locker, "_eval", lossy_eval)
+            monkeypatch.setattr(locker, "_eval_many", lossy_many)
+            lock = await locker.lock("job", tick(1))
+            (batched,) = await locker.lock_many([("batch", tick(1))])
+            with pytest.raises(RedisConnectionError):
+                await locker.lock("job", tick(2))  # refused as held, reply lost
+            monkeypatch.undo()
+            assert isinstance(batched, Lock)
+            with pytest.raises(LockHeld):
+                await locker.lock("job", None)
+            await lock.unlock()
+            with pytest.raises(TickClaimed):
+                await locker.lock("job", tick(2))
+            await batched.unlock()
+
+    async def test_rerun_of_the_same_request_is_harmless(self, redis_url: str, prefix: str) -> None:
+        """Re-sending one lock request (a client-side retry) returns the same lock."""
+        from asyncron.distributed.redis import _LOCK, RedisLocker
+
+        async with RedisLocker(redis_url, prefix=prefix) as locker:
+            keys, args = locker._job_keys("job"), (to_us(tick(1)), "abc123", 5000)
+            first = await locker._eval(_LOCK, keys, args)
+            second = await locker._eval(_LOCK, keys, args)
+            assert [int(x) for x in first] == [int(x) for x in second] == [1, 1]
+
+    async def test_scripts_are_reloaded_after_a_flush(
+        self, redis_url: str, prefix: str, redis: Any
+    ) -> None:
+        """After SCRIPT FLUSH (as after a restart) lock, lock_many and renewals work."""
+        from asyncron.distributed.redis import RedisLocker
+
+        async with RedisLocker(redis_url, prefix=prefix) as locker:
+            await redis.script_flush()
+            await (await locker.lock("a", tick(1))).unlock()
+            await redis.script_flush()
+            locks = await locker.lock_many([("a", tick(2)), ("b", None)])
+            assert all(isinstance(lock, Lock) for lock in locks)
+            for lock in locks:
+                assert isinstance(lock, Lock)
+                await lock.unlock()
+
+    async def test_key_layout(self, redis_url: str, prefix: str, redis: Any) -> None:
+        """A job's keys share the hash tag {key}; the lock expires, the claim does not."""
+        from asyncron.distributed.redis import RedisLocker
+
+        async with RedisLocker(redis_url, prefix=prefix, ttl=5) as locker:
+            lock = await locker.lock("job", tick(1))
+            base = f"{prefix}:{{job}}"
+            assert await redis.get(f"{base}:claim") == str(to_us(tick(1))).encode()
+            assert await redis.get(f"{base}:fence") == b"1"
+            assert (await redis.get(f"{base}:lock")).endswith(b":1")
+            assert 0 < await redis.pttl(f"{base}:lock") <= 5000
+            assert await redis.pttl(f"{base}:claim") == -1
+            await lock.unlock()
+            assert await redis.exists(f"{base}:lock") == 0
+
+    async def test_lock_is_lost_at_its_deadline_without_renewal(
+        self, redis_url: str, prefix: str, offset_clock: OffsetClock
+    ) -> None:
+        """Once the local deadline passes, on_lost fires and a late renewal revives nothing."""
+        from asyncron.distributed.redis import RedisLocker
+
+        async with RedisLocker(redis_url, prefix=prefix, ttl=1, clock=offset_clock) as locker:
+            lock = await locker.lock("job", None)
+            lost: list[BaseException] = []
+            lock.on_lost(lost.append)
+            offset_clock.jump(1.0)
+            await wait_for(lambda: len(lost) == 1, within=1.5)
+            assert isinstance(lost[0], LockLostError)
+            await lock.unlock()
+
+    async def test_entries_are_counted_and_a_given_client_is_left_open(
+        self, prefix: str, redis: Any
+    ) -> None:
+        """Only the last exit closes the locker, and it never closes a client it was given."""
+        from asyncron.distributed.redis import RedisLocker
+
+        locker = RedisLocker(redis, prefix=prefix)
+        with pytest.raises(RuntimeError, match="not open"):
+            await locker.lock("job", None)
+        async with locker:
+            async with locker:
+                pass
+            await (await locker.lock("job", None)).unlock()
+        with pytest.raises(RuntimeError, match="not open"):
+            await locker.lock("job", None)
+        assert await redis.ping()
+
+    async def test_persistence_is_checked_at_open(
+        self, redis_url: str, prefix: str, redis: Any, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """Opening warns exactly when neither AOF nor RDB persistence is on."""
+        from asyncron.distributed.redis import RedisLocker
+
+        aof = (await redis.config_get("appendonly")).get("appendonly")
+        save = (await redis.config_get("save")).get("save")
+        unsafe = aof in ("no", b"no") and not (save or "").strip()
+        with caplog.at_level("WARNING", logger="asyncron"):
+            async with RedisLocker(redis_url, prefix=prefix):
+                pass
+        assert any("persistence" in r.getMessage() for r in caplog.records) == unsafe
+
+    async def test_elector_ledger_shares_the_lockers_marks(
+        self, redis_url: str, prefix: str
+    ) -> None:
+        """RedisElector.claim uses the same high-water mark and token counter as the locker."""
+        from asyncron.distributed.redis import RedisElector, RedisLocker
+
+        async with (
+            RedisElector(redis_url, prefix=prefix) as elector,
+            RedisLocker(redis_url, prefix=prefix) as locker,
+        ):
+            token = await elector.claim("job", tick(1))
+            with pytest.raises(TickClaimed):
+                await elector.claim("job", tick(1))
+            with pytest.raises(TickClaimed):
+                await locker.lock("job", tick(1))
+            lock = await locker.lock("job", tick(2))
+            assert lock.fencing_token > token
+            await lock.unlock()
+            assert await elector.last_ticks(["job", "none"]) == {"job": tick(2)}
+            now = datetime.now(UTC)
+            assert abs((await elector.server_time() - now).total_seconds()) < 5
+            assert abs((await locker.server_time() - now).total_seconds()) < 5
