@@ -164,7 +164,7 @@ class _Tables:
         self.tokens = _quote(f"{prefix}_tokens")
         self.leaders = _quote(f"{prefix}_leaders")
         self.runs = _quote(f"{prefix}_runs")
-        self.runs_started = _quote(f"{prefix}_runs_started_at")
+        self.runs_started = _quote(f"{prefix}_runs_started")
         self.schema = f"""
             CREATE TABLE IF NOT EXISTS {self.claims} (
                 key text PRIMARY KEY, last_tick bigint NOT NULL, nonce text);
@@ -305,6 +305,8 @@ class _Session:
     async def ensure(self) -> int:
         """Connect if needed; return the generation of the live connection."""
         async with self._connecting:
+            if self._backend._closing:
+                raise RuntimeError(f"the {self._backend._kind} is closing")
             if self.conn is None:
                 await self._connect()
         return self.generation
@@ -466,6 +468,7 @@ class _PostgresBackend:
         self._pool: Any = None if isinstance(dsn_or_pool, str) else dsn_or_pool
         self._entries = 0
         self._is_open = False
+        self._closing = False
         self._gate = asyncio.Lock()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._misconfigured: ConfigurationError | None = None
@@ -543,19 +546,27 @@ class _PostgresBackend:
             raise
 
     async def _close(self) -> None:
+        # Stop the background tasks first: a campaign running while the session closes
+        # would open a new connection and take the lock again.
+        self._closing = True
         try:
+            await self._cancel_tasks()
             await self._stopping()
         finally:
-            tasks, self._tasks = list(self._tasks), set()
-            for task in tasks:
-                task.cancel()
-            for task in tasks:
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
+            await self._cancel_tasks()
             self._is_open = False
+            self._closing = False
             if isinstance(self._source, str) and self._pool is not None:
                 pool, self._pool = self._pool, None
                 await pool.close()
+
+    async def _cancel_tasks(self) -> None:
+        tasks, self._tasks = list(self._tasks), set()
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
 
     async def _started(self) -> None:
         """Start what runs while open (subclasses)."""
@@ -973,7 +984,7 @@ class PostgresLocker(_PostgresBackend):
         for row, index in zip(rows, batch, strict=True):
             key, tick = requests[index]
             if key in reserved:
-                del self._held[key]
+                self._held.pop(key, None)
             if not row["claim_ok"]:
                 assert tick is not None
                 results[index] = TickClaimed(

@@ -466,6 +466,7 @@ class TestPostgresElector:
             await wait_for(lambda: elector.leadership() is not None, within=2)
             new_term = elector.leadership()
             assert new_term is not None and new_term.epoch > term.epoch
+            await wait_for(lambda: len(events) == 2)
             assert events == [None, new_term]
 
     async def test_claims_share_the_lockers_high_water_mark(
