@@ -109,7 +109,7 @@ def _text(value: Any) -> str:
 
 
 class _Expiring(Protocol):
-    deadline: float
+    _deadline: float
 
     def _expire(self) -> None: ...
 
@@ -141,12 +141,12 @@ class _DeadlineWatch:
                 await self._wake.wait()
                 continue
             now = self._clock.monotonic()
-            expired = [item for item in self._items if item.deadline <= now]
+            expired = [item for item in self._items if item._deadline <= now]
             for item in expired:
                 self.discard(item)
                 item._expire()
             if not expired:
-                await self._clock.sleep_until(min(item.deadline for item in self._items))
+                await self._clock.sleep_until(min(item._deadline for item in self._items))
 
 
 def _deliver(callbacks: list[Callable[[Any], None]], value: Any) -> None:
@@ -213,6 +213,8 @@ class _RedisBackend:
         tb: TracebackType | None,
     ) -> None:
         async with self._gate:
+            if self._entries == 0:
+                raise RuntimeError(f"the {self._kind} was exited more often than entered")
             self._entries -= 1
             if self._entries == 0:
                 await self._close()
@@ -338,15 +340,15 @@ class RedisLock:
 
     __slots__ = (
         "_callbacks",
+        "_deadline",
         "_key",
         "_locker",
         "_lost",
+        "_redis_key",
         "_released",
+        "_sent",
         "_token",
         "_value",
-        "deadline",
-        "redis_key",
-        "sent",
     )
 
     def __init__(
@@ -354,11 +356,11 @@ class RedisLock:
     ) -> None:
         self._locker = locker
         self._key = key
-        self.redis_key = redis_key
+        self._redis_key = redis_key
         self._value = value
         self._token = token
-        self.sent = sent
-        self.deadline = sent + locker._ttl - locker._margin
+        self._sent = sent
+        self._deadline = sent + locker._ttl - locker._margin
         self._callbacks: list[Callable[[BaseException], None]] = []
         self._lost: BaseException | None = None
         self._released = False
@@ -539,7 +541,7 @@ class RedisLocker(_RedisBackend):
         if not self._is_open:
             return  # closing released it already
         try:
-            await self._eval(_RELEASE, [lock.redis_key], [lock._value])
+            await self._eval(_RELEASE, [lock._redis_key], [lock._value])
         except redis_errors.RedisError as exc:
             logger.warning(
                 "could not release the run lock on %r (%s); it expires by TTL", lock.key, exc
@@ -554,7 +556,7 @@ class RedisLocker(_RedisBackend):
         for lock in list(self._held):
             lock._lose(LockLostError(f"the locker was closed while {lock.key!r} was held"))
             with contextlib.suppress(redis_errors.RedisError):
-                await self._eval(_RELEASE, [lock.redis_key], [lock._value])
+                await self._eval(_RELEASE, [lock._redis_key], [lock._value])
 
     async def _renew_loop(self) -> None:
         """Renew every held lock in one pipeline, ttl/3 after the oldest renewal."""
@@ -563,7 +565,7 @@ class RedisLocker(_RedisBackend):
                 self._renew_wake.clear()
                 await self._renew_wake.wait()
                 continue
-            due = min(lock.sent for lock in self._held) + self._interval
+            due = min(lock._sent for lock in self._held) + self._interval
             if due > self._clock.monotonic():
                 await self._clock.sleep_until(due)
                 continue
@@ -571,7 +573,7 @@ class RedisLocker(_RedisBackend):
             sent = self._clock.monotonic()
             try:
                 replies = await self._eval_many(
-                    _RENEW, [([lock.redis_key], [lock._value, self._ttl_ms]) for lock in batch]
+                    _RENEW, [([lock._redis_key], [lock._value, self._ttl_ms]) for lock in batch]
                 )
             except redis_errors.RedisError as exc:
                 # Deadlines stay where they are; the watch loses the locks if Redis
@@ -583,12 +585,12 @@ class RedisLocker(_RedisBackend):
             for lock, renewed in zip(batch, replies, strict=True):
                 if lock not in self._held:
                     continue  # released or lost while the renewal was in flight
-                if now >= lock.deadline:
+                if now >= lock._deadline:
                     # Too late: callers may already have seen it lost; it stays lost.
                     lock._expire()
                 elif int(renewed) == 1:
-                    lock.sent = sent
-                    lock.deadline = sent + self._ttl - self._margin
+                    lock._sent = sent
+                    lock._deadline = sent + self._ttl - self._margin
                 else:
                     lock._lose(LockLostError(f"the run lock on {lock.key!r} was deleted or taken"))
 
@@ -596,14 +598,14 @@ class RedisLocker(_RedisBackend):
 class RedisLeadership:
     """One term of leadership of a :class:`RedisElector`."""
 
-    __slots__ = ("_callbacks", "_ended", "_epoch", "_value", "deadline", "elector", "sent")
+    __slots__ = ("_callbacks", "_deadline", "_elector", "_ended", "_epoch", "_sent", "_value")
 
     def __init__(self, elector: RedisElector, epoch: int, value: str, sent: float) -> None:
-        self.elector = elector
+        self._elector = elector
         self._epoch = epoch
         self._value = value
-        self.sent = sent
-        self.deadline = sent + elector._ttl - elector._margin
+        self._sent = sent
+        self._deadline = sent + elector._ttl - elector._margin
         self._callbacks: list[Callable[[BaseException | None], None]] = []
         self._ended: tuple[BaseException | None] | None = None
 
@@ -624,7 +626,7 @@ class RedisLeadership:
             self._callbacks.append(callback)
 
     def _expire(self) -> None:
-        self.elector._end(self, LockLostError(f"the lease of epoch {self._epoch} ran out"))
+        self._elector._end(self, LockLostError(f"the lease of epoch {self._epoch} ran out"))
 
     def _end(self, reason: BaseException | None) -> None:
         if self._ended is None:
@@ -684,7 +686,7 @@ class RedisElector(_RedisBackend):
         run since (a process resumed from SIGSTOP acts on nothing).
         """
         term = self._term
-        if term is None or self._clock.monotonic() >= term.deadline:
+        if term is None or self._clock.monotonic() >= term._deadline:
             return None
         return term
 
@@ -749,8 +751,8 @@ class RedisElector(_RedisBackend):
             term = self._term
             if term is None:
                 delay = await self._acquire()
-            elif term.sent + self._interval > self._clock.monotonic():
-                await self._clock.sleep_until(term.sent + self._interval)
+            elif term._sent + self._interval > self._clock.monotonic():
+                await self._clock.sleep_until(term._sent + self._interval)
                 continue
             else:
                 delay = await self._renew(term)
@@ -796,12 +798,12 @@ class RedisElector(_RedisBackend):
             logger.warning("could not renew leadership: %s", exc)
             return self._interval / 3
         if self._term is term:
-            if self._clock.monotonic() >= term.deadline:
+            if self._clock.monotonic() >= term._deadline:
                 # leadership() already said None: a term never comes back.
                 term._expire()
             elif int(renewed) == 1:
-                term.sent = sent
-                term.deadline = sent + self._ttl - self._margin
+                term._sent = sent
+                term._deadline = sent + self._ttl - self._margin
             else:
                 self._end(term, LockLostError(f"the lease of epoch {term.epoch} was taken"))
         return 0

@@ -70,7 +70,13 @@ class Backend:
     raw_claim: Callable[[str], Awaitable[int | None]]
     new_elector: Callable[..., Awaitable[Any]] | None = None
     locker: Any = None
-    extras: dict[str, Any] = field(default_factory=dict)
+    opened: list[Any] = field(default_factory=list)
+
+    async def close(self, item: Any) -> None:
+        """Close a locker or elector opened by ``new_*`` before the test ends."""
+        if item in self.opened:
+            self.opened.remove(item)
+        await item.__aexit__(None, None, None)
 
     @contextlib.asynccontextmanager
     async def outage(self) -> AsyncIterator[None]:
@@ -195,8 +201,9 @@ async def _redis_backend(url: str | None, *, private: bool) -> AsyncIterator[Bac
 
     try:
         backend = Backend(
-            "redis", prefix, new_locker, force_loss, go_down, recover, raw_claim, new_elector
-        )
+            "redis", prefix, new_locker, force_loss, go_down, recover, raw_claim, new_elector,
+            opened=opened,
+        )  # fmt: skip
         backend.locker = await new_locker()
         yield backend
     finally:
@@ -308,7 +315,7 @@ async def _postgres_backend(dsn: str, *, private: bool) -> AsyncIterator[Backend
     try:
         backend = Backend(
             "postgres", prefix, new_locker, force_loss, go_down, recover, raw_claim,
-            new_elector if elector_cls is not None else None,
+            new_elector if elector_cls is not None else None, opened=opened,
         )  # fmt: skip
         backend.locker = await new_locker()
         yield backend
@@ -344,12 +351,14 @@ def _skip_unless_service(request: pytest.FixtureRequest, name: str) -> str | Non
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark the server-backed parametrisations ``external_service``."""
+    """Mark the server-backed parametrisations of this directory's backend fixtures
+    ``external_service`` (the hook sees every item of the session)."""
+    ours = {"backend", "outage_backend", "elector_backend"}
     for item in items:
         callspec = getattr(item, "callspec", None)
-        if callspec is not None and any(
-            value in SERVER_BACKENDS for value in callspec.params.values()
-        ):
+        if callspec is None or not ours & set(getattr(item, "fixturenames", ())):
+            continue
+        if any(callspec.params.get(name) in SERVER_BACKENDS for name in ours):
             item.add_marker(pytest.mark.external_service)
 
 

@@ -275,7 +275,7 @@ class TestElectorContract:
         assert term is not None
         ended: list[BaseException | None] = []
         term.on_lost(ended.append)
-        await first.__aexit__(None, None, None)
+        await elector_backend.close(first)
         assert first.leadership() is None
         await wait_for(lambda: second.leadership() is not None, within=1.0)
         assert second.leadership().epoch > term.epoch
@@ -289,10 +289,10 @@ class TestElectorContract:
         second = await elector_backend.new_elector()
         events: list[Leadership | None] = []
         remove = second.add_listener(events.append)
-        await first.__aexit__(None, None, None)
+        await elector_backend.close(first)
         await wait_for(lambda: len(events) == 1)
         assert events[0] is second.leadership()
-        await second.__aexit__(None, None, None)
+        await elector_backend.close(second)
         await wait_for(lambda: len(events) == 2)
         assert events[1] is None
         remove()
