@@ -496,8 +496,8 @@ def _next_tick(matcher: _Matcher, zone: ZoneInfo | None, after: datetime) -> dat
             after.year, after.month, after.day, after.hour, after.minute, after.second + 1
         )
         return None if t is None else _utc(t)
-    local = after.astimezone(zone)
     try:
+        local = after.astimezone(zone)
         if matcher.fixed:
             return _next_fixed(matcher, zone, after, local)
         return _next_wild(matcher, zone, after.astimezone(UTC), local)
@@ -1003,10 +1003,9 @@ class EverySchedule(Schedule):
         """``anchor + k·interval`` strictly after ``after``; see :meth:`Schedule.next_fire`."""
         _require_aware("after", after)
         anchor = EPOCH if start_at is None else start_at.astimezone(UTC)
-        step = self._interval_us
-        k = (after - anchor) // _US // step + 1
+        interval = self.interval
         try:
-            return anchor + timedelta(microseconds=k * step)
+            return anchor + interval * ((after - anchor) // interval + 1)
         except OverflowError:
             return None
 
@@ -1308,7 +1307,12 @@ def once(at: datetime | Sequence[datetime] | Literal["now"]) -> OnceSchedule:
         if at != "now":
             raise _invalid("at", at, "a datetime, a sequence of datetimes, or 'now'")
         return _build(OnceSchedule, now=True)  # type: ignore[no-any-return]
-    items = [at] if isinstance(at, datetime) else at
-    if not isinstance(items, Iterable) or not all(isinstance(i, datetime) for i in items):
+    if isinstance(at, datetime):
+        items = [at]
+    elif isinstance(at, Iterable) and not isinstance(at, (bytes, dict)):
+        items = list(at)
+    else:
+        raise _invalid("at", at, "a datetime, a sequence of datetimes, or 'now'")
+    if not all(isinstance(i, datetime) for i in items):
         raise _invalid("at", at, "a datetime, a sequence of datetimes, or 'now'")
     return _build(OnceSchedule, at=tuple(items))  # type: ignore[no-any-return]
