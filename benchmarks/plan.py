@@ -57,7 +57,10 @@ def build_plan(quick: bool, only: set[str] | None, schedulers: set[str] | None) 
         if only and case.scenario not in only:
             continue
         scheds = case.schedulers
-        if schedulers is not None and case.scenario != "cron_next":
+        if schedulers is not None and case.scenario == "soak":
+            # Soak runs asyncron alone by default; named schedulers opt in.
+            scheds = tuple(s for s in SCHEDULERS if s in schedulers)
+        elif schedulers is not None and case.scenario != "cron_next":
             scheds = tuple(s for s in scheds if s in schedulers)
         if scheds:
             out.append(Case(**{**case.__dict__, "schedulers": scheds}))
@@ -109,7 +112,7 @@ def _scheduler_cases(
         Case(
             "idle_cpu",
             "N=10,000",
-            {"n": 10_000, "window": idle_window, "settle": 1},
+            {"n": 10_000, "window": idle_window, "settle": 0.5 if idle_window < 10 else 1},
             SCHEDULERS,
             reps["idle_cpu"],
             120,
@@ -161,9 +164,9 @@ def _quick_cases() -> list[Case]:
     return _scheduler_cases(
         add_ns=(1_000, 10_000),
         late_ns=(100, 1_000),
-        window=3,
+        window=2,
         burst_lead=1.5,
-        idle_window=3,
+        idle_window=2,
         fires=10_000,
         dist_ns=(100,),
         soak_s=30,

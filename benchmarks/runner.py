@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -49,6 +50,21 @@ def _finish(proc: subprocess.Popen[str], timeout: float, log: Path) -> dict[str,
     return {"error": f"exit {proc.returncode}: {tail[:300]}"}
 
 
+def _start_window(procs: list[subprocess.Popen[str]]) -> None:
+    """Wait until every instance is READY, then send them all one window start."""
+    for proc in procs:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()  # "" if it died; _finish reports why
+        if line.strip() != "READY":
+            break
+    window_start = math.ceil(time.time() + 1.0)
+    for proc in procs:
+        assert proc.stdin is not None
+        with contextlib.suppress(OSError):
+            proc.stdin.write(f"{window_start}\n")
+            proc.stdin.flush()
+
+
 def _merge_instances(case: Case, results: list[dict[str, Any]]) -> dict[str, Any]:
     """Merge the runs of several instances of one distributed measurement."""
     errors = [r["error"] for r in results if "error" in r]
@@ -63,6 +79,8 @@ def _merge_instances(case: Case, results: list[dict[str, Any]]) -> dict[str, Any
     merged["cpu_pct"] = sum(r["cpu_pct"] for r in results) / len(results)
     merged["cpu_pct_total"] = sum(r["cpu_pct"] for r in results)
     merged["instance_runs"] = [r["runs"] for r in results]
+    # Negative: some instance was still adding jobs when the shared window opened.
+    merged["adds_done_before_window_s"] = min(r["adds_done_before_window_s"] for r in results)
     merged["version"] = results[0].get("version")
     return merged
 
@@ -76,19 +94,21 @@ def run_one(case: Case, scheduler: str, log: Path) -> dict[str, Any]:
         adapter = {**params.get("adapter", {}), "prefix": f"b{uuid.uuid4().hex[:8]}-"}
         params["adapter"] = adapter
         params["raw"] = True
-        lead = 4 + int(params["n"]) / 1000 * 2
-        params["window_start"] = math.ceil(time.time() + lead)
+        params["sync"] = True
     procs = [
         subprocess.Popen(
             _command(scheduler, case.scenario, params),
             cwd=REPO_DIR,
             env=_env(),
+            stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
         )
         for _ in range(case.instances)
     ]
+    if params.get("sync"):
+        _start_window(procs)
     results = [_finish(p, case.timeout, log) for p in procs]
     if case.scenario == "distributed":
         return _merge_instances(case, results)

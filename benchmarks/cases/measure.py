@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import math
 import os
+import sys
 import time
 from collections.abc import Sequence
 
@@ -18,6 +19,7 @@ __all__ = (
     "record",
     "rss_bytes",
     "sleep_until",
+    "window_from_parent",
 )
 
 #: Every run of :func:`record`: ``(job, time.time())`` at the start of the body.
@@ -71,6 +73,18 @@ async def sleep_until(when: float) -> None:
         await asyncio.sleep(delay)
 
 
+async def window_from_parent() -> int:
+    """Tell the parent this instance is ready; return the window start it sends back.
+
+    Used to line up several instances: the parent waits for every ``READY`` line,
+    then writes one epoch second to each instance's stdin.
+    """
+    sys.stdout.write("READY\n")
+    sys.stdout.flush()
+    line = await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+    return int(line)
+
+
 def percentile(values: Sequence[float], q: float) -> float:
     """The ``q``-quantile (0…1) of sorted ``values`` by the nearest-rank method."""
     if not values:
@@ -81,7 +95,7 @@ def percentile(values: Sequence[float], q: float) -> float:
 
 def lateness_stats(
     runs: Sequence[tuple[int, float]], n_jobs: int, window_start: int, window: int
-) -> dict[str, float | int]:
+) -> dict[str, float | int | list[int]]:
     """Lateness of the runs whose start falls in ``[window_start, window_start + window)``.
 
     A run's tick is the latest whole second at or before its start (every job ticks
@@ -99,6 +113,9 @@ def lateness_stats(
             seen.add((job, tick))
     lateness.sort()
     expected = n_jobs * window
+    per_tick = [0] * window
+    for _, tick in seen:
+        per_tick[tick - window_start] += 1
     return {
         "runs": len(lateness),
         "expected": expected,
@@ -107,4 +124,5 @@ def lateness_stats(
         "p50_ms": percentile(lateness, 0.50) * 1e3,
         "p99_ms": percentile(lateness, 0.99) * 1e3,
         "max_ms": (lateness[-1] if lateness else math.nan) * 1e3,
+        "jobs_run_per_tick": per_tick,
     }

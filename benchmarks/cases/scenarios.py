@@ -54,22 +54,21 @@ async def lateness(adapter: Adapter, p: dict[str, Any]) -> Result:
     """``n`` jobs every 1 s on whole seconds; lateness, misses and CPU over a window.
 
     Jobs start ticking at ``first``; the window begins at the first whole second at
-    least one second after the adds are done (or at ``window_start`` when the parent
-    sets one, to line up several instances) and lasts ``window`` seconds.
+    least 0.3 s after the adds are done (with ``sync``, when the parent says, once
+    every instance has added its jobs) and lasts ``window`` seconds.
     """
     n, window = int(p["n"]), int(p["window"])
     await adapter.start()
-    given_start = p.get("window_start")
-    first = int(given_start) if given_start is not None else math.ceil(time.time()) + 1
+    first = math.ceil(time.time()) + 1
     t0 = time.perf_counter()
     await adapter.add_every(measure.record, range(n), 1, first)
     await measure.drain_loop()
     adds_s = time.perf_counter() - t0
     done = time.time()
-    if given_start is not None:
-        window_start = first
+    if p.get("sync"):
+        window_start = await measure.window_from_parent()
     else:
-        window_start = max(first, math.ceil(done) + 1)
+        window_start = max(first, math.ceil(done + 0.3))
     await measure.sleep_until(window_start)
     cpu0, wall0 = time.process_time(), time.perf_counter()
     await measure.sleep_until(window_start + window)
