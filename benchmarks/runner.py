@@ -41,7 +41,7 @@ def _finish(proc: subprocess.Popen[str], timeout: float, log: Path) -> dict[str,
         out, err = proc.communicate()
         err += f"\n[bench] killed after {timeout:.0f} s"
     with log.open("a") as f:
-        f.write(f"$ {' '.join(map(str, proc.args))[:300]}\n{err}\n")
+        f.write(f"$ {proc.args!s:.300}\n{err}\n")
     lines = [line for line in out.splitlines() if line.startswith("{")]
     if proc.returncode == 0 and lines:
         result: dict[str, Any] = json.loads(lines[-1])
@@ -74,7 +74,7 @@ def _merge_instances(case: Case, results: list[dict[str, Any]]) -> dict[str, Any
     merged: dict[str, Any] = dict(
         lateness_stats(
             runs, int(case.params["n"]), results[0]["window_start"], case.params["window"]
-        )  # type: ignore[arg-type]
+        )
     )
     merged["cpu_pct"] = sum(r["cpu_pct"] for r in results) / len(results)
     merged["cpu_pct_total"] = sum(r["cpu_pct"] for r in results)

@@ -43,7 +43,9 @@ def _asyncron(expr: str) -> Callable[[], datetime]:
     state = [START]
 
     def step() -> datetime:
-        nxt = schedule.next_fire(state[0])
+        nxt: datetime | None = schedule.next_fire(state[0])
+        if nxt is None:
+            raise RuntimeError(f"{expr!r} stopped firing after {state[0]}")
         state[0] = nxt
         return nxt
 

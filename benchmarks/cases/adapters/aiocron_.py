@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime
+from typing import Any
 
 from .base import Adapter, JobFunc
 
@@ -30,32 +31,33 @@ def every_spec(seconds: int, first: int) -> str:
 class AiocronAdapter(Adapter):
     """Crons are created with ``aiocron.crontab(spec, func, args, start=True, tz=UTC)``."""
 
+    crontab: Any
+
     def version(self) -> str:
         from importlib.metadata import version
 
         return f"aiocron {version('aiocron')}"
 
     async def start(self) -> None:
+        import aiocron  # type: ignore[import-not-found]
+
+        self.crontab = aiocron.crontab
         self.loop = asyncio.get_running_loop()
-        self.crons: list[object] = []
+        self.crons: list[Any] = []
 
     async def stop(self) -> None:
         for cron in self.crons:
-            cron.stop()  # type: ignore[attr-defined]
+            cron.stop()
 
     async def add_every(self, func: JobFunc, jobs: range, seconds: int, first: int) -> None:
-        import aiocron
-
         spec = every_spec(seconds, first)
-        keep, loop = self.crons.append, self.loop
+        keep, loop, crontab = self.crons.append, self.loop, self.crontab
         for job in jobs:
-            keep(aiocron.crontab(spec, func=func, args=(job,), start=True, loop=loop, tz=UTC))
+            keep(crontab(spec, func=func, args=(job,), start=True, loop=loop, tz=UTC))
 
     async def add_once(self, func: JobFunc, jobs: range, at: float) -> None:
-        import aiocron
-
         t = datetime.fromtimestamp(at, UTC)
         spec = f"{t.second} {t.minute} {t.hour} {t.day} {t.month} *"
-        keep, loop = self.crons.append, self.loop
+        keep, loop, crontab = self.crons.append, self.loop, self.crontab
         for job in jobs:
-            keep(aiocron.crontab(spec, func=func, args=(job,), start=True, loop=loop, tz=UTC))
+            keep(crontab(spec, func=func, args=(job,), start=True, loop=loop, tz=UTC))

@@ -14,12 +14,12 @@ class APScheduler3Adapter(Adapter):
     """Jobs are added the documented way: ``add_job(func, "interval"|"date", ...)``."""
 
     def version(self) -> str:
-        import apscheduler
+        import apscheduler  # type: ignore[import-not-found]
 
         return f"APScheduler {apscheduler.__version__}"
 
     async def start(self) -> None:
-        from apscheduler.schedulers.asyncio import AsyncIOScheduler
+        from apscheduler.schedulers.asyncio import AsyncIOScheduler  # type: ignore[import-not-found]
 
         self.scheduler = AsyncIOScheduler()
         self.scheduler.start()

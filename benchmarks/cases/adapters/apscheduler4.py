@@ -26,7 +26,7 @@ class APScheduler4Adapter(Adapter):
         return f"APScheduler {version('apscheduler')}"
 
     async def start(self) -> None:
-        from apscheduler import AsyncScheduler, TaskDefaults
+        from apscheduler import AsyncScheduler, TaskDefaults  # type: ignore[import-not-found]
 
         self.scheduler = AsyncScheduler(task_defaults=TaskDefaults(max_running_jobs=None))
         await self.scheduler.__aenter__()
@@ -37,7 +37,7 @@ class APScheduler4Adapter(Adapter):
         await self.scheduler.__aexit__(None, None, None)
 
     async def add_every(self, func: JobFunc, jobs: range, seconds: int, first: int) -> None:
-        from apscheduler.triggers.interval import IntervalTrigger
+        from apscheduler.triggers.interval import IntervalTrigger  # type: ignore[import-not-found]
 
         add_schedule = self.scheduler.add_schedule
         start = datetime.fromtimestamp(first, UTC)
@@ -47,7 +47,7 @@ class APScheduler4Adapter(Adapter):
             )
 
     async def add_once(self, func: JobFunc, jobs: range, at: float) -> None:
-        from apscheduler.triggers.date import DateTrigger
+        from apscheduler.triggers.date import DateTrigger  # type: ignore[import-not-found]
 
         add_schedule = self.scheduler.add_schedule
         when = datetime.fromtimestamp(at, UTC)
