@@ -1167,26 +1167,34 @@ _ADAPTER: TypeAdapter[Schedule] = TypeAdapter(AnySchedule)
 
 
 def _from_validation_error(exc: ValidationError, data: Any = None) -> InvalidScheduleError:
-    for error in exc.errors():
-        cause = error.get("ctx", {}).get("error")
+    """The error to raise for a pydantic ``ValidationError``: our own validators' error
+    (keeping its chain, e.g. to zoneinfo's) when there is one, else one built from it."""
+    for detail in exc.errors():
+        cause = detail.get("ctx", {}).get("error")
         if isinstance(cause, InvalidScheduleError):
-            return InvalidScheduleError(cause.field, cause.value, cause.valid)
+            if cause.__cause__ is None:
+                cause.__cause__ = exc
+            return cause
     first = exc.errors()[0]
     loc = [str(part) for part in first["loc"]]
     kinds = "cron, every, random_every, daily, weekly, monthly, once"
     field = loc[-1] if loc else "kind"
     if first["type"] in ("union_tag_invalid", "union_tag_not_found"):
-        return _invalid("kind", first.get("input"), f"one of {kinds}")
-    if first["type"] == "json_invalid":
-        return _invalid("schedule", data, "a JSON object with a 'kind' field")
-    return _invalid(field, first.get("input"), first["msg"])
+        error = _invalid("kind", first.get("input"), f"one of {kinds}")
+    elif first["type"] == "json_invalid":
+        error = _invalid("schedule", data, "a JSON object with a 'kind' field")
+    else:
+        error = _invalid(field, first.get("input"), first["msg"])
+    error.__cause__ = exc
+    return error
 
 
 def _build(model: type[Schedule], **values: Any) -> Any:
     try:
         return model.model_validate(values)
     except ValidationError as exc:
-        raise _from_validation_error(exc) from exc
+        error = _from_validation_error(exc)
+        raise error from error.__cause__
 
 
 def parse_schedule(data: str | bytes | dict[str, Any]) -> Schedule:
@@ -1200,7 +1208,8 @@ def parse_schedule(data: str | bytes | dict[str, Any]) -> Schedule:
         if isinstance(data, dict):
             return _ADAPTER.validate_python(data)
     except ValidationError as exc:
-        raise _from_validation_error(exc, data) from exc
+        error = _from_validation_error(exc, data)
+        raise error from error.__cause__
     raise _invalid("schedule", data, "JSON text or a dict from model_dump()")
 
 

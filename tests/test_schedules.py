@@ -122,7 +122,17 @@ class TestCronValidation:
         with pytest.raises(InvalidScheduleError) as exc:
             cron("* * * * *", tz=tz)
         assert_invalid(exc, "tz", tz)
-        assert exc.value.__cause__ is None or not isinstance(exc.value.__cause__, KeyError)
+
+    def test_zone_error_is_chained_to_zoneinfo(self) -> None:
+        """An unknown zone's error keeps zoneinfo's exception as its cause chain."""
+        with pytest.raises(InvalidScheduleError) as exc:
+            cron("* * * * *", tz="Mars/Olympus")
+        chain = []
+        cause: BaseException | None = exc.value
+        while cause is not None:
+            chain.append(type(cause).__name__)
+            cause = cause.__cause__
+        assert "ZoneInfoNotFoundError" in chain
 
     def test_fixed_offset_error_hints_an_etc_zone(self) -> None:
         """A fixed offset is rejected with an Etc/GMT hint."""
