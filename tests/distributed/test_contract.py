@@ -208,6 +208,21 @@ class TestLockerContract:
             await locker.lock("job", tick(1))
         assert await locker.last_ticks(["job"]) == {"job": tick(2)}
 
+    async def test_held_lock_is_lost_by_its_deadline_in_an_outage(
+        self, outage_backend: Backend
+    ) -> None:
+        """A held lock whose server goes away reports its loss within its TTL."""
+        if outage_backend.name == "memory":
+            pytest.skip("a memory outage (fail_with) spares held locks")
+        locker = await outage_backend.new_locker(ttl=1)
+        lock = await locker.lock("job", None)
+        lost: list[BaseException] = []
+        lock.on_lost(lost.append)
+        async with outage_backend.outage():
+            await wait_for(lambda: len(lost) == 1, within=1.5)
+        assert isinstance(lost[0], LockLostError)
+        await lock.unlock()
+
     async def test_ticks_are_encoded_as_integer_microseconds(self, backend: Backend) -> None:
         """A tick is compared as integer µs since the epoch: zones do not matter,
         one µs does, and what is stored is that integer."""
@@ -316,6 +331,21 @@ class TestElectorContract:
         await wait_for(lambda: len(ended) == 1, within=2.0)
         assert isinstance(ended[0], LockLostError)
         assert elector.leadership() is not term
+
+    async def test_outage_ends_leadership_and_recovery_restores_it(
+        self, outage_backend: Backend
+    ) -> None:
+        """A leader cut off from its server stops leading by its deadline and leads
+        again, with a larger epoch, once the server is back."""
+        if outage_backend.new_elector is None or outage_backend.name == "memory":
+            pytest.skip(f"{outage_backend.name} has no server-backed elector")
+        elector = await outage_backend.new_elector()
+        await wait_for(lambda: elector.leadership() is not None)
+        term = elector.leadership()
+        async with outage_backend.outage():
+            await wait_for(lambda: elector.leadership() is None, within=1.5)
+        await wait_for(lambda: elector.leadership() is not None, within=5.0)
+        assert elector.leadership().epoch > term.epoch
 
 
 class TestMemoryElector:
