@@ -14,7 +14,7 @@ from croniter import croniter
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from asyncron._schedules import cron
+from asyncron._schedules import CronSchedule, cron
 from asyncron._time import from_us, to_us
 from asyncron.errors import InvalidScheduleError
 
@@ -100,7 +100,7 @@ def instants(first: datetime, last: datetime) -> st.SearchStrategy[datetime]:
 INSTANTS = instants(datetime(1990, 1, 1, tzinfo=UTC), datetime(2060, 12, 31, tzinfo=UTC))
 
 
-def compile_or_skip(expr: str, *, seconds: bool = False, tz: str | None = None) -> object:
+def compile_or_skip(expr: str, *, seconds: bool = False, tz: str | None = None) -> CronSchedule:
     """Our schedule, or skip the example when the expression is invalid or never fires
     (croniter must agree that it is invalid or cannot find a date)."""
     try:
@@ -129,16 +129,16 @@ def compare(expr: str, start: datetime, *, seconds: bool = False, tz: str | None
         try:
             theirs = reference.get_next(datetime).astimezone(UTC)
         except Exception:  # croniter gives up after 50 years: we must not find one sooner
-            ours = schedule.next_fire(after)  # type: ignore[attr-defined]
+            ours = schedule.next_fire(after)
             assert ours is None or ours > after + timedelta(days=365 * 49)
             return
-        ours = schedule.next_fire(after)  # type: ignore[attr-defined]
+        ours = schedule.next_fire(after)
         if zone is not None and (
             near_transition(zone, theirs) or (ours is not None and near_transition(zone, ours))
         ):
             return
         assert ours == theirs, (expr, tz, after)
-        assert schedule.last_fire(ours) == ours  # type: ignore[attr-defined]
+        assert schedule.last_fire(ours) == ours
         after = ours
 
 
@@ -196,13 +196,13 @@ class TestConsistency:
         schedule = compile_or_skip(expr, tz=tz)
         after = start
         for _ in range(FIRES):
-            tick = schedule.next_fire(after)  # type: ignore[attr-defined]
+            tick = schedule.next_fire(after)
             if tick is None:
                 return
             assert tick > after
-            assert schedule.last_fire(tick) == tick  # type: ignore[attr-defined]
-            previous = schedule.last_fire(tick - timedelta(microseconds=1))  # type: ignore[attr-defined]
+            assert schedule.last_fire(tick) == tick
+            previous = schedule.last_fire(tick - timedelta(microseconds=1))
             assert previous is None or previous <= after
             if previous is not None:
-                assert schedule.next_fire(previous) == tick  # type: ignore[attr-defined]
+                assert schedule.next_fire(previous) == tick
             after = tick

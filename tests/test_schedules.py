@@ -34,8 +34,10 @@ from asyncron.errors import InvalidScheduleError
 BERLIN = ZoneInfo("Europe/Berlin")
 
 
-def utc(*args: int) -> datetime:
-    return datetime(*args, tzinfo=UTC)  # type: ignore[misc]
+def utc(
+    year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0
+) -> datetime:
+    return datetime(year, month, day, hour, minute, second, tzinfo=UTC)
 
 
 def fires(schedule: Schedule, after: datetime, count: int, **kw: Any) -> list[datetime]:
@@ -646,7 +648,7 @@ class TestCron:
 
 def test_public_models_subclass_schedule() -> None:
     """Every model class is a Schedule with a distinct kind."""
-    classes = [
+    classes: list[type[Schedule]] = [
         CronSchedule,
         EverySchedule,
         RandomEverySchedule,

@@ -101,7 +101,8 @@ class TestFixedTime:
         ours = cron(expr, tz=tz)
         first = ours.next_fire(eve)
         assert first == theirs[0]
-        second = ours.next_fire(first)  # type: ignore[arg-type]
+        assert first is not None
+        second = ours.next_fire(first)
         assert second == at(zone, autumn + timedelta(days=1), hour, 30, offset=winter)
 
     def test_next_fire_from_inside_the_second_copy(
