@@ -35,6 +35,7 @@ from .protocols import Leadership, Lock
 try:
     from redis import exceptions as redis_errors
     from redis.asyncio import Redis
+    from redis.asyncio.connection import parse_url
     from redis.asyncio.retry import Retry
     from redis.backoff import NoBackoff
 except ImportError as exc:  # pragma: no cover - depends on the environment
@@ -173,6 +174,13 @@ class _RedisBackend:
             raise ConfigurationError(
                 "url_or_client", url_or_client, "a redis:// URL or a redis.asyncio.Redis"
             )
+        if isinstance(url_or_client, str):
+            try:
+                parse_url(url_or_client)  # a bad URL fails here, not at start
+            except ValueError as exc:
+                raise ConfigurationError(
+                    "url_or_client", url_or_client, "a redis://, rediss:// or unix:// URL"
+                ) from exc
         if not isinstance(prefix, str) or not prefix:
             raise ConfigurationError("prefix", prefix, "a non-empty string")
         ttl_delta = as_duration("ttl", ttl, allow_zero=False)
@@ -281,6 +289,11 @@ class _RedisBackend:
             rdb = await self.client.config_get("save")
         except redis_errors.ResponseError as exc:  # CONFIG renamed or forbidden (managed Redis)
             logger.debug("cannot check Redis persistence (%s); assuming it is configured", exc)
+            return
+        except redis_errors.RedisError as exc:
+            # Opening must not need the server: a scheduler starting during an outage
+            # defers its ticks and recovers, as it would from an outage later on.
+            logger.warning("Redis is unreachable at open (%s); persistence not checked", exc)
             return
         aof_on = _text(next(iter(aof.values()), "no")) == "yes"
         rdb_on = bool(_text(next(iter(rdb.values()), "")).strip())

@@ -565,3 +565,23 @@ class TestRedisSpecifics:
             now = datetime.now(UTC)
             assert abs((await elector.server_time() - now).total_seconds()) < 5
             assert abs((await locker.server_time() - now).total_seconds()) < 5
+
+    async def test_opens_while_redis_is_down_and_raises_backend_errors(self) -> None:
+        """Entering needs no server (a scheduler may start during an outage); calls then
+        raise the driver's error, and bad options fail at construction."""
+        from redis.exceptions import RedisError
+
+        from asyncron.distributed.redis import RedisElector, RedisLocker
+        from asyncron.errors import ConfigurationError
+        from tests._services import free_port
+
+        url = f"redis://127.0.0.1:{free_port()}/0"
+        async with RedisLocker(url, ttl=1) as locker, RedisElector(url, ttl=1) as elector:
+            with pytest.raises(RedisError):
+                await locker.lock("job", tick(1))
+            assert elector.leadership() is None
+        for options in ({"ttl": 0}, {"ttl": 3, "margin": 1}, {"prefix": ""}):
+            with pytest.raises(ConfigurationError):
+                RedisLocker(url, **options)
+        with pytest.raises(ConfigurationError, match="URL"):
+            RedisLocker("http://example.com")
