@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import inspect
+import os
+import random
 import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
@@ -26,6 +29,38 @@ __all__ = ("NAMESPACE", "Job", "JobOptions")
 
 #: The namespace of job ids derived from names: ``uuid5(NAMESPACE, name)``.
 NAMESPACE = uuid.UUID("6f1d3c9e-2f45-5b7a-9c1e-a5c7d0e8b4f2")
+
+_UUID_NEW = uuid.UUID.__new__
+_SAFE_UNKNOWN = uuid.SafeUUID.unknown
+_uuid_random = random.Random()
+# Forked workers (gunicorn, multiprocessing) must not draw the same ids.
+os.register_at_fork(after_in_child=_uuid_random.seed)
+
+
+def _make_uuid(value: int) -> uuid.UUID:
+    # uuid.UUID.__init__ validates its arguments at length; these ints are well formed.
+    made = _UUID_NEW(uuid.UUID)
+    object.__setattr__(made, "int", value)
+    object.__setattr__(made, "is_safe", _SAFE_UNKNOWN)
+    return made
+
+
+def name_uuid(name: str) -> uuid.UUID:
+    """``uuid.uuid5(NAMESPACE, name)``, built without UUID's slow validating constructor."""
+    digest = hashlib.sha1(NAMESPACE.bytes + name.encode(), usedforsecurity=False).digest()
+    value = int.from_bytes(digest[:16])
+    value = (value & ~(0xC000 << 48)) | (0x8000 << 48)  # RFC 4122 variant
+    value = (value & ~(0xF000 << 64)) | (5 << 76)  # version 5
+    return _make_uuid(value)
+
+
+def random_uuid() -> uuid.UUID:
+    """A version-4 UUID (ids need to be unique, not secret)."""
+    value = _uuid_random.getrandbits(128)
+    value = (value & ~(0xC000 << 48)) | (0x8000 << 48)
+    value = (value & ~(0xF000 << 64)) | (4 << 76)
+    return _make_uuid(value)
+
 
 BeforeRun = Callable[[RunContext], "bool | Awaitable[bool]"]
 
@@ -311,7 +346,7 @@ class Job:
     def __init__(
         self,
         scheduler: Scheduler,
-        job_id: uuid.UUID,
+        job_id: uuid.UUID | None,
         name: str | None,
         key: str,
         func: Callable[..., Any],
@@ -349,7 +384,11 @@ class Job:
     @property
     def id(self) -> uuid.UUID:
         """The job's id: chosen, ``uuid5(NAMESPACE, name)`` for a named job, else random."""
-        return self._id
+        job_id = self._id
+        if job_id is None:
+            # Computed on first use: building UUIDs dominated the cost of add_job.
+            job_id = self._id = name_uuid(self._name) if self._name is not None else random_uuid()
+        return job_id
 
     @property
     def name(self) -> str | None:
@@ -425,7 +464,7 @@ class Job:
     # --- methods
     def _check(self) -> None:
         if self._removed:
-            raise JobLookupError(self._name or self._id)
+            raise JobLookupError(self._name or self.id)
 
     async def run_now(self) -> RunOutcome:
         """Run the job now, outside its schedule, and return the outcome.
@@ -440,27 +479,30 @@ class Job:
     def pause(self) -> None:
         """Stop starting runs; due ticks are skipped as ``paused``."""
         self._check()
-        self._scheduler.pause_job(self._id)
+        self._scheduler.pause_job(self)
 
     def resume(self) -> None:
         """Start runs again from the next tick."""
         self._check()
-        self._scheduler.resume_job(self._id)
+        self._scheduler.resume_job(self)
 
     def remove(self) -> None:
         """Remove the job; a run in progress is not cancelled."""
         self._check()
-        self._scheduler.remove_job(self._id)
+        self._scheduler.remove_job(self)
 
     def __repr__(self) -> str:
-        label = f"name={self._name!r}" if self._name else f"id={self._id!s}"
+        label = f"name={self._name!r}" if self._name else f"id={self.id!s}"
         return f"<Job {label} schedule={self._schedule!r} next_run={self.next_run}>"
+
+
+_NO_TAGS: frozenset[str] = frozenset()
 
 
 def normalize_tags(tags: Any) -> frozenset[str]:
     """Validate ``tags``: a string or an iterable of strings."""
     if tags is None:
-        return frozenset()
+        return _NO_TAGS
     if isinstance(tags, str):
         return frozenset((tags,))
     if isinstance(tags, Sequence | set | frozenset) and all(isinstance(t, str) for t in tags):

@@ -410,30 +410,28 @@ class RunEngine:
         return bool(job._opts.listeners) or self._events.wants(event_type)
 
     def _emit_job(self, job: Job, event_type: type, **fields: Any) -> None:
-        event = event_type(
-            timestamp=self._clock.now(), job_id=job._id, job_name=job._name, **fields
-        )
+        event = event_type(timestamp=self._clock.now(), job_id=job.id, job_name=job._name, **fields)
         self._events.emit(event, job._opts.listeners)
 
     def _skip(self, job: Job, tick: datetime, kind: RunKind, reason: SkipReason) -> RunOutcome:
         if self._logger.isEnabledFor(logging.DEBUG):
-            self._logger.debug("skipped %s at %s: %s", job._name or job._id, tick, reason.value)
+            self._logger.debug("skipped %s at %s: %s", job._name or job.id, tick, reason.value)
         if self._wants(JobSkipped, job):
             self._emit_job(job, JobSkipped, tick=tick, kind=kind, reason=reason)
         if self._monitor is not None:
-            self._monitor.record_run(job._name or str(job._id), "skipped", reason.value, 0.0, 0.0)
+            self._monitor.record_run(job._name or str(job.id), "skipped", reason.value, 0.0, 0.0)
         return RunOutcome(RunStatus.SKIPPED, tick, reason)
 
     def _missed(self, job: Job, reason: MissReason, first: datetime, last: datetime) -> None:
         if self._logger.isEnabledFor(logging.DEBUG):
             self._logger.debug(
-                "missed %s ticks %s..%s: %s", job._name or job._id, first, last, reason.value
+                "missed %s ticks %s..%s: %s", job._name or job.id, first, last, reason.value
             )
         if self._wants(JobMissed, job):
             n = 1 if first == last else self._count_ticks(job, first, last)
             self._emit_job(job, JobMissed, reason=reason, count=n, first_tick=first, last_tick=last)
         if self._monitor is not None:
-            self._monitor.record_run(job._name or str(job._id), "missed", reason.value, 0.0, 0.0)
+            self._monitor.record_run(job._name or str(job.id), "missed", reason.value, 0.0, 0.0)
 
     # --- one run (asynchronous) ------------------------------------------------------
     async def _run_batch(self, locker: Any, entries: list[_Entry]) -> None:
@@ -703,7 +701,7 @@ class RunEngine:
             outcome = RunOutcome(RunStatus.FAILED, tick, None, start, end, error)
         if self._monitor is not None:
             self._monitor.record_run(
-                job._name or str(job._id),
+                job._name or str(job.id),
                 outcome.status.value,
                 None,
                 (end - start).total_seconds(),

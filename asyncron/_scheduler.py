@@ -36,7 +36,6 @@ from ._events import (
     Subscription,
 )
 from ._job import (
-    NAMESPACE,
     OPTION_NAMES,
     BeforeRun,
     Job,
@@ -271,7 +270,8 @@ class Scheduler(RunEngine):
         kwargs_dict = dict(kwargs) if kwargs else None
         info = inspect_function(func)
         check_arguments(func, info, args_tuple, kwargs_dict or {})
-        local_once = isinstance(schedule, OnceSchedule) and schedule.now
+        is_once = type(schedule) is OnceSchedule
+        local_once = is_once and schedule.now  # type: ignore[attr-defined]
         coordinated = (
             opts.distributed
             and not local_once
@@ -297,8 +297,12 @@ class Scheduler(RunEngine):
         now = self._clock.now()
         first = self._first_tick(job, now)
         if first is None and not local_once and opts.start_at != "now":
-            if isinstance(schedule, OnceSchedule):
-                raise InvalidScheduleError("at", schedule.at, "at least one time in the future")
+            if is_once:
+                raise InvalidScheduleError(
+                    "at",
+                    schedule.at,  # type: ignore[attr-defined]
+                    "at least one time in the future",
+                )
             raise ConfigurationError(
                 "stop_at", opts.stop_at, "a time that leaves at least one tick of the schedule"
             )
@@ -310,7 +314,10 @@ class Scheduler(RunEngine):
         if coordinated:
             self._keys[key] = job
         if self._loop is not None and self._state is SchedulerState.RUNNING:
-            self._call_in_loop(self._activate, job, None)
+            if self._loop_thread == threading.get_ident():
+                self._activate(job, now, first_start=True, first=first)
+            else:
+                self._loop.call_soon_threadsafe(self._activate, job, None)
         else:
             job._next_tick = now if local_once else first
         if self._wants(JobAdded, job):
@@ -559,7 +566,14 @@ class Scheduler(RunEngine):
         else:
             self._loop.call_soon_threadsafe(func, *args)
 
-    def _activate(self, job: Job, now: datetime | None, *, first_start: bool = True) -> None:
+    def _activate(
+        self,
+        job: Job,
+        now: datetime | None,
+        *,
+        first_start: bool = True,
+        first: datetime | Any | None = _UNSET,
+    ) -> None:
         """Make a job active: ticks at or before now are never due except via catch-up."""
         if job._removed:
             return
@@ -577,7 +591,7 @@ class Scheduler(RunEngine):
             tick = self._latest(job, now) or now
             self._submit(job, tick, RunKind.START, None)
             submitted = True
-        nxt = self._after(job, now)
+        nxt = self._after(job, now) if first is _UNSET else first
         self._set_next(job, nxt)
         if nxt is None and not submitted:
             self._retire_exhausted(job)
@@ -778,9 +792,7 @@ class Scheduler(RunEngine):
                 LeadershipChanged(timestamp=self._clock.now(), leader=True, epoch=leadership.epoch)
             )
         jobs = [
-            j
-            for j in self._jobs
-            if j._coordinated and isinstance(j._opts.misfire_grace, timedelta)
+            j for j in self._jobs if j._coordinated and isinstance(j._opts.misfire_grace, timedelta)
         ]
         if jobs and self._loop is not None:
             self._track(self._catch_up(jobs))
