@@ -51,6 +51,7 @@ logger = logging.getLogger("asyncron")
 # Returns {1, token} (locked), {0, last tick} (TickClaimed) or {2, pttl} (LockHeld).
 # A lock already holding this request's owner means the script ran before and only
 # the reply was lost (a client retry): answer as then, so a re-run is harmless.
+# Lua compares ticks as doubles, exact for integer µs up to 2^53 (the year 2255).
 _LOCK = """
 local held = redis.call('GET', KEYS[2])
 if held then
@@ -566,10 +567,14 @@ class RedisLocker(_RedisBackend):
 
     async def _stopping(self) -> None:
         # Runs still holding locks must not believe they are exclusive any longer.
-        for lock in list(self._held):
+        held = list(self._held)
+        for lock in held:
             lock._lose(LockLostError(f"the locker was closed while {lock.key!r} was held"))
+        if held:
             with contextlib.suppress(redis_errors.RedisError):
-                await self._eval(_RELEASE, [lock._redis_key], [lock._value])
+                await self._eval_many(
+                    _RELEASE, [([lock._redis_key], [lock._value]) for lock in held]
+                )
 
     async def _renew_loop(self) -> None:
         """Renew every held lock in one pipeline, ttl/3 after the oldest renewal."""
