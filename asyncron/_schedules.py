@@ -620,6 +620,10 @@ class Schedule(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
+    kind: str
+    """The discriminator: ``"cron"``, ``"every"``, ``"random_every"``, ``"daily"``,
+    ``"weekly"``, ``"monthly"`` or ``"once"``."""
+
     def next_fire(
         self,
         after: datetime,
