@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import calendar
 import itertools
 import random
 import time as clock
@@ -10,6 +11,8 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from asyncron._schedules import (
     CronSchedule,
@@ -659,3 +662,82 @@ def test_public_models_subclass_schedule() -> None:
     ]
     assert all(issubclass(c, Schedule) for c in classes)
     assert len({c.model_fields["kind"].default for c in classes}) == len(classes)
+
+
+def _brute_force_ticks(
+    schedule: DailySchedule | WeeklySchedule | MonthlySchedule,
+    around: datetime,
+    start_at: datetime | None,
+) -> list[datetime]:
+    """Every tick within about 3 years of `around`, by checking each day (UTC)."""
+    anchor = start_at.date() if start_at else date(1970, 1, 1)
+    n = schedule.every
+    out = []
+    day = around.date() - timedelta(days=1100)
+    for _ in range(2200):
+        day += timedelta(days=1)
+        if isinstance(schedule, DailySchedule):
+            ok = (day - anchor).days % n == 0
+        elif isinstance(schedule, WeeklySchedule):
+            weeks = (
+                (day - timedelta(days=day.weekday())) - (anchor - timedelta(days=anchor.weekday()))
+            ).days // 7
+            ok = weeks % n == 0 and day.weekday() in schedule.on
+        else:
+            months = (day.year * 12 + day.month) - (anchor.year * 12 + anchor.month)
+            last = calendar.monthrange(day.year, day.month)[1]
+            days = {d if d > 0 else last + 1 + d for d in schedule.on}
+            ok = months % n == 0 and day.day in days
+        if ok:
+            out.extend(datetime.combine(day, t, tzinfo=UTC) for t in schedule.at)
+    return out
+
+
+PERIOD_TIMES = st.lists(
+    st.builds(time, st.integers(0, 23), st.sampled_from([0, 15, 59]), st.sampled_from([0, 30])),
+    min_size=1,
+    max_size=3,
+)
+PERIOD_SCHEDULES = st.one_of(
+    st.builds(lambda n, at: daily(n, at=at, tz="UTC"), st.integers(1, 9), PERIOD_TIMES),
+    st.builds(
+        lambda n, on, at: weekly(n, on=on, at=at, tz="UTC"),
+        st.integers(1, 5),
+        st.lists(st.integers(0, 6), min_size=1, max_size=4),
+        PERIOD_TIMES,
+    ),
+    st.builds(
+        lambda n, on, at: monthly(n, on=on, at=at, tz="UTC"),
+        st.integers(1, 7),
+        st.lists(st.integers(1, 31) | st.integers(-31, -1), min_size=1, max_size=4),
+        PERIOD_TIMES,
+    ),
+)
+PERIOD_INSTANTS = st.integers(
+    int(utc(2000, 1, 1).timestamp()), int(utc(2040, 1, 1).timestamp())
+).map(lambda s: datetime.fromtimestamp(s, UTC))
+
+
+class TestPeriodProperties:
+    @settings(max_examples=150, deadline=None)
+    @given(
+        schedule=PERIOD_SCHEDULES,
+        after=PERIOD_INSTANTS,
+        start_at=st.none() | PERIOD_INSTANTS,
+    )
+    def test_next_and_last_fire_match_a_day_by_day_search(
+        self,
+        schedule: DailySchedule | WeeklySchedule | MonthlySchedule,
+        after: datetime,
+        start_at: datetime | None,
+    ) -> None:
+        """daily/weekly/monthly with every=N agree with checking every day of ±3 years."""
+        ticks = _brute_force_ticks(schedule, after, start_at)
+        later = [t for t in ticks if t > after]
+        earlier = [t for t in ticks if t <= after]
+        nxt = schedule.next_fire(after, start_at=start_at)
+        last = schedule.last_fire(after, start_at=start_at)
+        if later:
+            assert nxt == later[0]
+        if earlier:
+            assert last == earlier[-1]
