@@ -672,7 +672,7 @@ def _brute_force_ticks(
     """Every tick within about 3 years of `around`, by checking each day (UTC)."""
     anchor = start_at.date() if start_at else date(1970, 1, 1)
     n = schedule.every
-    out = []
+    out: list[datetime] = []
     day = around.date() - timedelta(days=1100)
     for _ in range(2200):
         day += timedelta(days=1)
