@@ -122,7 +122,7 @@ def _parse_time(value: Any) -> time:
             raise _invalid("at", value, "a naive time (the schedule's tz gives the zone)")
         if value.microsecond:
             raise _invalid("at", value, "a time with whole seconds")
-        return value
+        return value.replace(fold=0)
     raise _invalid("at", value, "'HH:MM' or 'HH:MM:SS', a naive time, or a sequence")
 
 
@@ -600,15 +600,23 @@ def _last_wild(matcher: _Matcher, zone: ZoneInfo, at: datetime) -> datetime | No
 # --- models --------------------------------------------------------------------------
 
 
-def _anchor_ordinal(start_at: datetime | None, zone: ZoneInfo | None) -> int:
-    if start_at is None:
-        return date(1970, 1, 1).toordinal()
-    return start_at.astimezone(zone or UTC).date().toordinal()
-
-
 def _require_aware(name: str, value: datetime) -> None:
     if value.tzinfo is None:
         raise ValueError(f"{name} must be an aware datetime, got {value!r}")
+
+
+def _anchor_instant(start_at: datetime | None) -> datetime:
+    if start_at is None:
+        return EPOCH
+    _require_aware("start_at", start_at)
+    return start_at.astimezone(UTC)
+
+
+def _anchor_ordinal(start_at: datetime | None, zone: ZoneInfo | None) -> int:
+    if start_at is None:
+        return date(1970, 1, 1).toordinal()
+    _require_aware("start_at", start_at)
+    return start_at.astimezone(zone or UTC).date().toordinal()
 
 
 class Schedule(BaseModel):
@@ -1006,7 +1014,7 @@ class EverySchedule(Schedule):
     ) -> datetime | None:
         """``anchor + k·interval`` strictly after ``after``; see :meth:`Schedule.next_fire`."""
         _require_aware("after", after)
-        anchor = EPOCH if start_at is None else start_at.astimezone(UTC)
+        anchor = _anchor_instant(start_at)
         interval = self.interval
         try:
             return anchor + interval * ((after - anchor) // interval + 1)
@@ -1019,7 +1027,7 @@ class EverySchedule(Schedule):
         """``anchor + k·interval`` at or before ``at_or_before``; see
         :meth:`Schedule.last_fire`."""
         _require_aware("at_or_before", at_or_before)
-        anchor = EPOCH if start_at is None else start_at.astimezone(UTC)
+        anchor = _anchor_instant(start_at)
         k = (at_or_before - anchor) // _US // self._interval_us
         try:
             return anchor + timedelta(microseconds=k * self._interval_us)
