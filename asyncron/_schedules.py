@@ -22,7 +22,7 @@ import re
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Sequence
 from datetime import UTC, date, datetime, time, timedelta
-from functools import cached_property, lru_cache
+from functools import lru_cache
 from typing import Annotated, Any, Literal, TypeAlias
 from zoneinfo import ZoneInfo
 
@@ -677,6 +677,13 @@ class Schedule(BaseModel):
         return None
 
 
+# Derived state (zones, compiled matchers) lives in caches keyed by field values, never
+# on the instance, so ``model_copy(update=...)`` cannot leave a stale copy behind.
+@lru_cache(maxsize=512)
+def _zoneinfo(name: str) -> ZoneInfo:
+    return ZoneInfo(name)
+
+
 class _WallSchedule(Schedule):
     """A schedule of local wall times in ``tz`` (None = the scheduler's zone)."""
 
@@ -687,19 +694,10 @@ class _WallSchedule(Schedule):
     def _check_tz(cls, value: Any) -> str | None:
         return _zone_name(value)
 
-    @cached_property
-    def _zoneinfo(self) -> ZoneInfo | None:
-        return None if self.tz is None else ZoneInfo(self.tz)
-
-    @cached_property
-    def _engine_zone(self) -> ZoneInfo | None:
-        # None selects the UTC fast path.
-        return None if self.tz is None or self.tz in _UTC_KEYS else self._zoneinfo
-
     @property
     def zone(self) -> ZoneInfo | None:
         """The schedule's zone as a ``ZoneInfo`` (None: the scheduler's zone, unset)."""
-        return self._zoneinfo
+        return None if self.tz is None else _zoneinfo(self.tz)
 
     def _matcher(self, start_at: datetime | None) -> _Matcher:
         raise NotImplementedError
@@ -715,7 +713,9 @@ class _WallSchedule(Schedule):
         :meth:`Schedule.next_fire`."""
         if after.tzinfo is None:
             _require_aware("after", after)
-        return _next_tick(self._matcher(start_at), self._engine_zone, after)
+        tz = self.tz
+        zone = None if tz is None or tz in _UTC_KEYS else _zoneinfo(tz)
+        return _next_tick(self._matcher(start_at), zone, after)
 
     def last_fire(
         self, at_or_before: datetime, *, start_at: datetime | None = None
@@ -723,7 +723,9 @@ class _WallSchedule(Schedule):
         """The latest tick at or before ``at_or_before`` (aware UTC), or None; see
         :meth:`Schedule.last_fire`."""
         _require_aware("at_or_before", at_or_before)
-        return _last_tick(self._matcher(start_at), self._engine_zone, at_or_before)
+        tz = self.tz
+        zone = None if tz is None or tz in _UTC_KEYS else _zoneinfo(tz)
+        return _last_tick(self._matcher(start_at), zone, at_or_before)
 
     def with_zone(self, tz: ZoneInfo) -> Schedule:
         """A copy in ``tz`` when ``tz`` is unset, else self.
@@ -856,17 +858,13 @@ class CronSchedule(_WallSchedule):
             raise _invalid("expr", self.expr, f"{_CRON_VALID} ({exc})") from exc
         return self
 
-    @cached_property
-    def _cron(self) -> _CronMatcher:
-        return _compile_cron(self.expr, self.seconds)
-
     def _matcher(self, start_at: datetime | None) -> _Matcher:
-        return self._cron
+        return _compile_cron(self.expr, self.seconds)
 
     @property
     def is_fixed_time(self) -> bool:
         """Whether minute and hour are both fixed (fires once per wall time across DST)."""
-        return self._cron.fixed
+        return _compile_cron(self.expr, self.seconds).fixed
 
 
 class _PeriodSchedule(_WallSchedule):
@@ -883,34 +881,30 @@ class _PeriodSchedule(_WallSchedule):
     def _check_at(cls, value: Any) -> tuple[time, ...]:
         return _parse_times(value)
 
-    @cached_property
-    def _times(self) -> tuple[int, ...]:
-        return _seconds_of_day(self.at)
-
-    @cached_property
-    def _matchers(self) -> dict[int, _Matcher]:
-        return {}
-
     def _matcher(self, start_at: datetime | None) -> _Matcher:
-        anchor = _anchor_ordinal(start_at, self._zoneinfo)
-        found = self._matchers.get(anchor)
-        if found is None:
-            if len(self._matchers) > 64:
-                self._matchers.clear()
-            found = self._matchers[anchor] = self._build(anchor)
-        return found
+        anchor = _anchor_ordinal(start_at, self.zone)
+        return _period_matcher(self.kind, self.every, self.at, self._days(), anchor)
 
-    def _build(self, anchor: int) -> _Matcher:
-        raise NotImplementedError
+    def _days(self) -> tuple[int, ...]:
+        return ()
+
+
+@lru_cache(maxsize=1024)
+def _period_matcher(
+    kind: str, every: int, at: tuple[time, ...], days: tuple[int, ...], anchor: int
+) -> _Matcher:
+    times = _seconds_of_day(at)
+    if kind == "daily":
+        return _DailyMatcher(times, every, anchor)
+    if kind == "weekly":
+        return _WeeklyMatcher(times, every, anchor, days)
+    return _MonthlyMatcher(times, every, anchor, days)
 
 
 class DailySchedule(_PeriodSchedule):
     """Every ``every`` days at one or more wall times (``daily(...)``)."""
 
     kind: Literal["daily"] = "daily"
-
-    def _build(self, anchor: int) -> _Matcher:
-        return _DailyMatcher(self._times, self.every, anchor)
 
 
 def _parse_weekday(value: Any) -> int:
@@ -947,8 +941,8 @@ class WeeklySchedule(_PeriodSchedule):
         items = _as_items("on", value, "weekday names or ints 0=Monday..6=Sunday")
         return tuple(sorted({_parse_weekday(item) for item in items}))
 
-    def _build(self, anchor: int) -> _Matcher:
-        return _WeeklyMatcher(self._times, self.every, anchor, self.on)
+    def _days(self) -> tuple[int, ...]:
+        return self.on
 
 
 def _parse_month_day(value: Any) -> int:
@@ -969,8 +963,8 @@ class MonthlySchedule(_PeriodSchedule):
         items = _as_items("on", value, "days 1..31 or -31..-1")
         return tuple(sorted({_parse_month_day(item) for item in items}))
 
-    def _build(self, anchor: int) -> _Matcher:
-        return _MonthlyMatcher(self._times, self.every, anchor, self.on)
+    def _days(self) -> tuple[int, ...]:
+        return self.on
 
 
 _TIMEDELTA = TypeAdapter(timedelta)
@@ -1001,10 +995,6 @@ class EverySchedule(Schedule):
                 raise _invalid("interval", value, "a timedelta > 0") from exc
         return _duration("interval", value)
 
-    @cached_property
-    def _interval_us(self) -> int:
-        return self.interval // _US
-
     def next_fire(
         self,
         after: datetime,
@@ -1028,9 +1018,9 @@ class EverySchedule(Schedule):
         :meth:`Schedule.last_fire`."""
         _require_aware("at_or_before", at_or_before)
         anchor = _anchor_instant(start_at)
-        k = (at_or_before - anchor) // _US // self._interval_us
+        interval = self.interval
         try:
-            return anchor + timedelta(microseconds=k * self._interval_us)
+            return anchor + interval * ((at_or_before - anchor) // interval)
         except OverflowError:
             return None
 
@@ -1093,6 +1083,12 @@ def _parse_datetime(value: Any) -> datetime:
     return value if value.tzinfo is None else value.astimezone(UTC)
 
 
+@lru_cache(maxsize=256)
+def _as_instants(at: tuple[datetime, ...]) -> tuple[datetime, ...]:
+    # Unresolved naive times (with_zone not called) are read as UTC.
+    return tuple(t if t.tzinfo else t.replace(tzinfo=UTC) for t in at)
+
+
 class OnceSchedule(Schedule):
     """One or more fixed instants (``once(...)``); ``now=True`` for ``once("now")``.
 
@@ -1128,10 +1124,9 @@ class OnceSchedule(Schedule):
             raise _invalid("at", self.at, "at least one datetime, or 'now' alone")
         return self
 
-    @cached_property
+    @property
     def _instants(self) -> tuple[datetime, ...]:
-        # Unresolved naive times (with_zone not called) are read as UTC.
-        return tuple(t if t.tzinfo else t.replace(tzinfo=UTC) for t in self.at)
+        return _as_instants(self.at)
 
     def next_fire(
         self,

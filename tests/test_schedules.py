@@ -397,6 +397,14 @@ class TestInterface:
         interval = every(5)
         assert interval.with_zone(BERLIN) is interval
 
+    def test_model_copy_never_keeps_stale_derived_state(self) -> None:
+        """Zones and compiled matchers are derived from fields, so a copy recomputes them."""
+        unset = daily(at="09:00")
+        assert unset.next_fire(utc(2026, 1, 1)) == utc(2026, 1, 1, 9)
+        copied = unset.model_copy(update={"tz": "Asia/Tokyo"})
+        assert copied.next_fire(utc(2026, 1, 1)) == utc(2026, 1, 2, 0)
+        assert copied.zone == ZoneInfo("Asia/Tokyo")
+
     def test_purity_and_zone_properties(self) -> None:
         """is_pure is False only for random_every; zone is None for zoneless kinds."""
         assert [s.is_pure for s in ALL_KINDS].count(False) == 1
