@@ -8,6 +8,7 @@ down after the test.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
@@ -34,6 +35,13 @@ def asyncron_clock(asyncron_clock_start: datetime) -> VirtualClock:
 
 @pytest_asyncio.fixture
 async def asyncron_scheduler(asyncron_clock: VirtualClock) -> AsyncIterator[Scheduler]:
-    """A running scheduler on the virtual clock, shut down after the test."""
+    """A running scheduler on the virtual clock, shut down after the test (moving the
+    clock through ``stop_timeout``, so a run still waiting on the clock cannot hang it)."""
     async with Scheduler(clock=asyncron_clock) as scheduler:
-        yield scheduler
+        try:
+            yield scheduler
+        finally:
+            stopping = asyncio.ensure_future(scheduler.shutdown())
+            while not stopping.done():
+                await asyncron_clock.advance(1)
+            await stopping
