@@ -1,0 +1,176 @@
+"""Wall-clock steps (NTP step, suspend, manual change): forward is a misfire, back waits.
+
+The SystemClock tests patch the wall clock with time-machine (which leaves
+``time.monotonic`` alone, like a real step) and rely on the timer re-checking wall time
+at least once a second; their timeouts are bounds, not synchronisation. The same
+behaviour is checked on the VirtualClock with ``clock.step()``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+import time_machine
+
+from asyncron import JobMissed, MissReason, RunContext, Scheduler, every
+from asyncron.testing import VirtualClock
+
+MINUTE = timedelta(minutes=1)
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+class Runs:
+    """A job function recording the tick and wall time of each run."""
+
+    def __init__(self, now: Any) -> None:
+        self.now = now
+        self.ticks: list[datetime] = []
+        self.walls: list[datetime] = []
+        self.ran = asyncio.Event()
+
+    async def __call__(self, ctx: RunContext) -> None:
+        self.ticks.append(ctx.tick)
+        self.walls.append(self.now())
+        self.ran.set()
+
+
+async def timer_asleep(scheduler: Scheduler) -> None:
+    """Yield until the scheduler's timer is waiting, so a step happens mid-sleep."""
+    for _ in range(1000):
+        if scheduler._sleep_scope is not None:
+            return
+        await asyncio.sleep(0)
+    raise AssertionError("the timer never went to sleep")
+
+
+def subscribe_missed(scheduler: Scheduler) -> tuple[list[JobMissed], asyncio.Event]:
+    missed: list[JobMissed] = []
+    seen = asyncio.Event()
+
+    def on_missed(event: JobMissed) -> None:
+        missed.append(event)
+        seen.set()
+
+    scheduler.subscribe(on_missed, JobMissed)
+    return missed, seen
+
+
+class TestSystemClockSteps:
+    async def test_step_forward_runs_a_coalesced_misfire_within_seconds(self) -> None:
+        """A 5-minute forward step makes the due ticks one run of the latest tick plus one
+        JobMissed(coalesced) for the rest, within about a second of real time."""
+        with time_machine.travel(T0 + timedelta(seconds=30), tick=True) as traveller:
+            scheduler = Scheduler()
+            runs = Runs(lambda: datetime.now(UTC))
+            missed, _ = subscribe_missed(scheduler)
+            scheduler.add_job(runs, every(minutes=1))
+            async with scheduler:
+                await timer_asleep(scheduler)
+                traveller.shift(timedelta(minutes=5))
+                begin = time.monotonic()
+                await asyncio.wait_for(runs.ran.wait(), 5)
+                elapsed = time.monotonic() - begin
+        assert 0.0 < elapsed < 2.5
+        assert runs.ticks == [T0 + 5 * MINUTE]
+        assert len(missed) == 1
+        event = missed[0]
+        assert event.reason is MissReason.COALESCED
+        assert (event.count, event.first_tick, event.last_tick) == (4, T0 + MINUTE, T0 + 4 * MINUTE)
+
+    async def test_step_forward_beyond_the_grace_is_missed_late(self) -> None:
+        """With a misfire_grace shorter than the step, the coalesced run is missed as late."""
+        with time_machine.travel(T0 + timedelta(seconds=30), tick=True) as traveller:
+            scheduler = Scheduler()
+            runs = Runs(lambda: datetime.now(UTC))
+            missed, seen = subscribe_missed(scheduler)
+            scheduler.add_job(runs, every(minutes=1), misfire_grace=10)
+            async with scheduler:
+                await timer_asleep(scheduler)
+                traveller.shift(timedelta(minutes=5))
+                await asyncio.wait_for(seen.wait(), 5)
+                while len(missed) < 2:
+                    await asyncio.wait_for(seen.wait(), 5)
+                    seen.clear()
+        assert runs.ticks == []
+        assert [e.reason for e in missed] == [MissReason.COALESCED, MissReason.LATE]
+        assert missed[1].first_tick == T0 + 5 * MINUTE
+
+    async def test_step_back_runs_nothing_early(self) -> None:
+        """After the wall clock steps back an hour, a tick 1.5 s away in monotonic time
+        does not fire; it fires once the wall clock reaches it again."""
+        with time_machine.travel(T0 + timedelta(seconds=58.5), tick=True) as traveller:
+            scheduler = Scheduler()
+            runs = Runs(lambda: datetime.now(UTC))
+            missed, _ = subscribe_missed(scheduler)
+            scheduler.add_job(runs, every(minutes=1))
+            async with scheduler:
+                await timer_asleep(scheduler)
+                traveller.shift(-timedelta(hours=1))
+                with pytest.raises(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(runs.ran.wait()), 3)
+                assert runs.ticks == []
+                traveller.shift(timedelta(hours=1))
+                await asyncio.wait_for(runs.ran.wait(), 5)
+        assert runs.ticks == [T0 + MINUTE]
+        assert runs.walls[0] >= T0 + MINUTE
+        assert missed == []
+
+
+class TestVirtualClockSteps:
+    async def test_step_forward_runs_a_coalesced_misfire(
+        self, asyncron_clock: VirtualClock
+    ) -> None:
+        """clock.step() forward wakes the timer: one run of the latest tick and one
+        JobMissed(coalesced) counting the others."""
+        clock = asyncron_clock
+        scheduler = Scheduler(clock=clock)
+        runs = Runs(clock.now)
+        missed, _ = subscribe_missed(scheduler)
+        scheduler.add_job(runs, every(minutes=1))
+        async with scheduler:
+            await clock.advance(seconds=30)
+            clock.step(timedelta(minutes=5))
+            await clock.advance(0)
+            assert runs.ticks == [T0 + 5 * MINUTE]
+            assert runs.walls == [T0 + timedelta(minutes=5, seconds=30)]
+            await clock.advance(seconds=30)
+            assert runs.ticks == [T0 + 5 * MINUTE, T0 + 6 * MINUTE]
+        assert len(missed) == 1
+        assert missed[0].reason is MissReason.COALESCED
+        assert missed[0].count == 4
+
+    async def test_step_back_runs_nothing_early(self, asyncron_clock: VirtualClock) -> None:
+        """After clock.step() back an hour, the next tick waits for the wall clock to
+        reach it again and then runs once, on time."""
+        clock = asyncron_clock
+        scheduler = Scheduler(clock=clock)
+        runs = Runs(clock.now)
+        missed, _ = subscribe_missed(scheduler)
+        job = scheduler.add_job(runs, every(minutes=1))
+        async with scheduler:
+            await clock.advance(seconds=58)
+            clock.step(-timedelta(hours=1))
+            await clock.advance(minutes=30)
+            assert runs.ticks == []
+            assert job.next_run == T0 + MINUTE
+            await clock.advance(minutes=30, seconds=2)
+            assert runs.ticks == [T0 + MINUTE]
+            assert runs.walls == [T0 + MINUTE]
+        assert missed == []
+
+    async def test_step_while_idle_with_no_jobs(self, asyncron_clock: VirtualClock) -> None:
+        """Steps with an empty heap are harmless; a job added later runs on time."""
+        clock = asyncron_clock
+        scheduler = Scheduler(clock=clock)
+        runs = Runs(clock.now)
+        async with scheduler:
+            clock.step(timedelta(hours=2))
+            clock.step(-timedelta(hours=3))
+            await clock.advance(0)
+            scheduler.add_job(runs, every(minutes=1))
+            await clock.advance(minutes=1)
+        assert runs.ticks == [T0 - timedelta(hours=1) + MINUTE]
