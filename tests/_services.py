@@ -67,23 +67,26 @@ class PrivateServer:
     """A server this test run started; stopped by its pid."""
 
     url: str
-    pid: int
+    proc: subprocess.Popen[bytes]
     directory: str
     extra: dict[str, str] = field(default_factory=dict)
 
-    def stop(self) -> None:
+    @property
+    def pid(self) -> int:
+        """The server's process id."""
+        return self.proc.pid
+
+    def stop(self, *, remove: bool = True) -> None:
+        """Stop the server by its pid (SIGTERM, then SIGKILL after 10 s); remove its dir."""
         with contextlib.suppress(ProcessLookupError):
-            os.kill(self.pid, signal.SIGTERM)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                os.kill(self.pid, 0)
-            except ProcessLookupError:
-                break
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(self.pid, os.WNOHANG)
-            time.sleep(0.05)
-        shutil.rmtree(self.directory, ignore_errors=True)
+            self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+        if remove:
+            shutil.rmtree(self.directory, ignore_errors=True)
 
 
 def start_private_redis(port: int | None = None, directory: str | None = None) -> PrivateServer:
@@ -99,7 +102,7 @@ def start_private_redis(port: int | None = None, directory: str | None = None) -
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     _wait_until(lambda: _answers("127.0.0.1", port), 10, "redis-server")
-    return PrivateServer(f"redis://127.0.0.1:{port}/0", proc.pid, directory)
+    return PrivateServer(f"redis://127.0.0.1:{port}/0", proc, directory)
 
 
 def start_private_postgres() -> PrivateServer:
@@ -117,7 +120,7 @@ def start_private_postgres() -> PrivateServer:
         nobody = pwd.getpwnam("postgres") if _has_user("postgres") else pwd.getpwnam("nobody")
         os.chown(directory, nobody.pw_uid, nobody.pw_gid)
 
-        def preexec() -> None:  # type: ignore[misc]
+        def preexec() -> None:
             os.setgid(nobody.pw_gid)
             os.setuid(nobody.pw_uid)
 
@@ -136,7 +139,7 @@ def start_private_postgres() -> PrivateServer:
     subprocess.run(["psql", "-h", "127.0.0.1", "-p", str(port), "-U", "postgres",
                     "-c", "CREATE DATABASE test"], check=False,
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return PrivateServer(f"postgresql://postgres@127.0.0.1:{port}/test", proc.pid, directory)
+    return PrivateServer(f"postgresql://postgres@127.0.0.1:{port}/test", proc, directory)
 
 
 def _has_user(name: str) -> bool:
