@@ -97,9 +97,23 @@ def start_private_redis(port: int | None = None, directory: str | None = None) -
     port = port or free_port()
     directory = directory or tempfile.mkdtemp(prefix="asyncron-redis-")
     proc = subprocess.Popen(
-        [binary, "--bind", "127.0.0.1", "--port", str(port), "--dir", directory,
-         "--save", "", "--appendonly", "yes", "--appendfsync", "always"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            binary,
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--dir",
+            directory,
+            "--save",
+            "",
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "always",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     _wait_until(lambda: _answers("127.0.0.1", port), 10, "redis-server")
     return PrivateServer(f"redis://127.0.0.1:{port}/0", proc, directory)
@@ -124,21 +138,50 @@ def start_private_postgres() -> PrivateServer:
             os.setgid(nobody.pw_gid)
             os.setuid(nobody.pw_uid)
 
-    subprocess.run([initdb, "-D", data, "-U", "postgres", "--auth=trust", *user_args],
-                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                   preexec_fn=preexec)
+    subprocess.run(
+        [initdb, "-D", data, "-U", "postgres", "--auth=trust", *user_args],
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        preexec_fn=preexec,
+    )
     port = free_port()
     proc = subprocess.Popen(
-        [os.path.join(os.path.dirname(os.path.realpath(pg_ctl)), "postgres"), "-D", data,
-         "-p", str(port), "-c", "listen_addresses=127.0.0.1", "-k", directory,
-         "-c", "fsync=off"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=preexec,
+        [
+            os.path.join(os.path.dirname(os.path.realpath(pg_ctl)), "postgres"),
+            "-D",
+            data,
+            "-p",
+            str(port),
+            "-c",
+            "listen_addresses=127.0.0.1",
+            "-k",
+            directory,
+            "-c",
+            "fsync=off",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        preexec_fn=preexec,
     )
     _wait_until(lambda: _answers("127.0.0.1", port), 30, "postgres")
     time.sleep(0.3)
-    subprocess.run(["psql", "-h", "127.0.0.1", "-p", str(port), "-U", "postgres",
-                    "-c", "CREATE DATABASE test"], check=False,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run(
+        [
+            "psql",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "-U",
+            "postgres",
+            "-c",
+            "CREATE DATABASE test",
+        ],
+        check=False,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     return PrivateServer(f"postgresql://postgres@127.0.0.1:{port}/test", proc, directory)
 
 

@@ -10,11 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import signal
 import time
 import uuid
-import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -129,26 +126,11 @@ async def _memory_backend() -> AsyncIterator[Backend]:
 
 def _stop_keeping_data(server: PrivateServer) -> None:
     """SIGTERM a private redis-server and wait for it, keeping its directory (AOF)."""
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(server.pid, signal.SIGTERM)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            pid, _ = os.waitpid(server.pid, os.WNOHANG)
-        except ChildProcessError:
-            return  # already reaped
-        if pid:
-            return
-        time.sleep(0.02)
-    raise RuntimeError("private redis-server did not stop")
+    server.stop(remove=False)
 
 
 def _start_redis(port: int | None = None, directory: str | None = None) -> PrivateServer:
-    # start_private_redis drops its Popen while the server runs (it is stopped by pid),
-    # whose ResourceWarning would fail the test under filterwarnings=error.
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ResourceWarning)
-        return start_private_redis(port, directory)
+    return start_private_redis(port, directory)
 
 
 @contextlib.asynccontextmanager
