@@ -270,6 +270,8 @@ class _CronMatcher(_Matcher):
         return result
 
     def first_ge(self, y: int, mo: int, d: int, h: int, mi: int, s: int) -> Tick | None:
+        # Nested loops, one per field: an exhausted field carries into the next larger
+        # one without re-searching the fields above it.
         months, hours, minutes, seconds = self.months, self.hours, self.minutes, self.seconds
         limit = min(y + _SEARCH_YEARS, _MAX_YEAR)
         while y <= limit:
@@ -280,29 +282,22 @@ class _CronMatcher(_Matcher):
             if months[i] != mo:
                 mo, d, h, mi, s = months[i], 1, 0, 0, 0
             days = self.days(y, mo)
-            j = bisect_left(days, d)
-            if j == len(days):
-                mo, d, h, mi, s = mo + 1, 1, 0, 0, 0
-                continue
-            if days[j] != d:
-                d, h, mi, s = days[j], 0, 0, 0
-            k = bisect_left(hours, h)
-            if k == len(hours):
+            while (j := bisect_left(days, d)) < len(days):
+                if days[j] != d:
+                    d, h, mi, s = days[j], 0, 0, 0
+                while (k := bisect_left(hours, h)) < len(hours):
+                    if hours[k] != h:
+                        h, mi, s = hours[k], 0, 0
+                    while (m := bisect_left(minutes, mi)) < len(minutes):
+                        if minutes[m] != mi:
+                            mi, s = minutes[m], 0
+                        q = bisect_left(seconds, s)
+                        if q < len(seconds):
+                            return y, mo, d, h, mi, seconds[q]
+                        mi, s = mi + 1, 0
+                    h, mi, s = h + 1, 0, 0
                 d, h, mi, s = d + 1, 0, 0, 0
-                continue
-            if hours[k] != h:
-                h, mi, s = hours[k], 0, 0
-            m = bisect_left(minutes, mi)
-            if m == len(minutes):
-                h, mi, s = h + 1, 0, 0
-                continue
-            if minutes[m] != mi:
-                mi, s = minutes[m], 0
-            q = bisect_left(seconds, s)
-            if q == len(seconds):
-                mi, s = mi + 1, 0
-                continue
-            return y, mo, d, h, mi, seconds[q]
+            mo, d, h, mi, s = mo + 1, 1, 0, 0, 0
         return None
 
     def last_le(self, y: int, mo: int, d: int, h: int, mi: int, s: int) -> Tick | None:
@@ -316,29 +311,22 @@ class _CronMatcher(_Matcher):
             if months[i] != mo:
                 mo, d, h, mi, s = months[i], 31, 23, 59, 59
             days = self.days(y, mo)
-            j = bisect_right(days, d) - 1
-            if j < 0:
-                mo, d, h, mi, s = mo - 1, 31, 23, 59, 59
-                continue
-            if days[j] != d:
-                d, h, mi, s = days[j], 23, 59, 59
-            k = bisect_right(hours, h) - 1
-            if k < 0:
+            while (j := bisect_right(days, d) - 1) >= 0:
+                if days[j] != d:
+                    d, h, mi, s = days[j], 23, 59, 59
+                while (k := bisect_right(hours, h) - 1) >= 0:
+                    if hours[k] != h:
+                        h, mi, s = hours[k], 59, 59
+                    while (m := bisect_right(minutes, mi) - 1) >= 0:
+                        if minutes[m] != mi:
+                            mi, s = minutes[m], 59
+                        q = bisect_right(seconds, s) - 1
+                        if q >= 0:
+                            return y, mo, d, h, mi, seconds[q]
+                        mi, s = mi - 1, 59
+                    h, mi, s = h - 1, 59, 59
                 d, h, mi, s = d - 1, 23, 59, 59
-                continue
-            if hours[k] != h:
-                h, mi, s = hours[k], 59, 59
-            m = bisect_right(minutes, mi) - 1
-            if m < 0:
-                h, mi, s = h - 1, 59, 59
-                continue
-            if minutes[m] != mi:
-                mi, s = minutes[m], 59
-            q = bisect_right(seconds, s) - 1
-            if q < 0:
-                mi, s = mi - 1, 59
-                continue
-            return y, mo, d, h, mi, seconds[q]
+            mo, d, h, mi, s = mo - 1, 31, 23, 59, 59
         return None
 
 
