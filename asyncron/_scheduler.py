@@ -436,6 +436,8 @@ class Scheduler(RunEngine):
         if match not in ("any", "all"):
             raise ConfigurationError("match", match, "'any' or 'all'")
         wanted = normalize_tags(tags)
+        if not wanted:  # with match="all" the empty set would match every job
+            raise ConfigurationError("tags", tags, "at least one tag")
         if match == "any":
             doomed = [j for j in self._jobs if not wanted.isdisjoint(j._tags)]
         else:
