@@ -546,6 +546,13 @@ class Scheduler(RunEngine):
                 self._resolve(future, RunOutcome(RunStatus.SKIPPED, tick, None))
             job._waiting.clear()
             job._active = max(0, job._active)
+        if job._active and self._global_waiting:
+            # Ticks queued for the global limit are not in progress: drop them too.
+            for entry in [e for e in self._global_waiting if e[0] is job]:
+                self._global_waiting.remove(entry)
+                self._waiting_count -= 1
+                job._active -= 1
+                self._resolve(entry[3], RunOutcome(RunStatus.SKIPPED, entry[1], None))
         self._emit_removed(job, reason)
 
     def _preview(self, job: Job, n: int) -> list[datetime]:
