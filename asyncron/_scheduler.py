@@ -478,6 +478,22 @@ class Scheduler(RunEngine):
         zone = new_schedule.zone or self._tz
         current = {f: getattr(target._opts, f) for f in OPTION_NAMES}
         opts = build_options({**current, **options}, zone) if options else target._opts
+        if (new_schedule is not target._schedule or opts is not target._opts) and not (
+            type(new_schedule) is OnceSchedule and new_schedule.now
+        ):
+            # Like add_job: a schedule left without ticks fails here, not as a stuck job.
+            saved = target._schedule, target._opts
+            target._schedule, target._opts = new_schedule, opts
+            try:
+                first = self._after(target, self._clock.now())
+            finally:
+                target._schedule, target._opts = saved
+            if first is None and type(new_schedule) is OnceSchedule:
+                raise InvalidScheduleError("at", new_schedule.at, "at least one time in the future")
+            if first is None:
+                raise ConfigurationError(
+                    "stop_at", opts.stop_at, "a time that leaves at least one tick of the schedule"
+                )
         new_name = target._name
         if name is not _UNSET and name != target._name:
             if name is not None:
