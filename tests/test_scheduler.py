@@ -7,6 +7,8 @@ import asyncio
 import functools
 import inspect
 import logging
+import os
+import signal
 import threading
 import time
 import uuid
@@ -239,6 +241,31 @@ class TestLifecycle:
         await asyncio.wait_for(task, 5)
         assert scheduler.state is SchedulerState.SHUT_DOWN
 
+    @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+    async def test_run_forever_shuts_down_on_signal(
+        self, scheduler: Scheduler, sig: signal.Signals
+    ) -> None:
+        """In the main thread, SIGINT and SIGTERM make run_forever shut down gracefully."""
+        started = asyncio.Event()
+        scheduler.subscribe(lambda _: started.set(), SchedulerStarted)
+        task = asyncio.create_task(scheduler.run_forever())
+        await asyncio.wait_for(started.wait(), 5)
+        loop = asyncio.get_running_loop()
+        handlers = getattr(loop, "_signal_handlers", {})
+        if sig not in handlers:  # never send a signal nobody handles: it would end pytest
+            task.cancel()
+            pytest.fail(f"run_forever installed no {sig.name} handler")
+        os.kill(os.getpid(), sig)
+        await asyncio.wait_for(task, 5)
+        assert scheduler.state is SchedulerState.SHUT_DOWN
+        assert sig not in getattr(loop, "_signal_handlers", {})
+
+    async def test_run_now_needs_a_running_scheduler(self, scheduler: Scheduler) -> None:
+        """run_now before start raises SchedulerStateError naming the state."""
+        job = scheduler.add_job(noop, every(minutes=1))
+        with pytest.raises(SchedulerStateError, match="created"):
+            await job.run_now()
+
     async def test_lifecycle_events(self, scheduler: Scheduler) -> None:
         """start and shutdown emit SchedulerStarted and SchedulerStopped."""
         events = collect(scheduler, SchedulerStarted, SchedulerStopped)
@@ -323,6 +350,14 @@ class TestRegistry:
         assert scheduler.jobs == (only_a,)
         assert scheduler.remove_by_tags("zzz") == 0
 
+    def test_remove_by_tags_needs_a_tag(self, scheduler: Scheduler) -> None:
+        """Without tags, remove_by_tags raises instead of matching every job."""
+        scheduler.add_job(noop, every(minutes=1), tags="a")
+        for match in ("any", "all"):
+            with pytest.raises(ConfigurationError, match="tags"):
+                scheduler.remove_by_tags(match=match)  # type: ignore[arg-type]
+        assert len(scheduler.jobs) == 1
+
     def test_remove_by_tags_rejects_unknown_match(self, scheduler: Scheduler) -> None:
         """match must be "any" or "all"."""
         with pytest.raises(ConfigurationError, match="match"):
@@ -348,6 +383,23 @@ class TestRegistry:
         running.resume_job(job.id)
         await clock.advance(minutes=1)
         assert rec.calls == [T0 + timedelta(minutes=3)]
+
+    async def test_add_job_from_a_worker_thread(
+        self, running: Scheduler, clock: VirtualClock
+    ) -> None:
+        """A plain job (in a worker thread) may add a job; it is activated on the loop."""
+        rec = Recorder(clock)
+        added: list[Job] = []
+
+        def spawner() -> None:
+            added.append(running.add_job(rec, every(minutes=1), name="spawned"))
+
+        running.add_job(spawner, once(T0 + timedelta(minutes=1)))
+        await clock.advance(minutes=1)
+        assert [job.name for job in added] == ["spawned"]
+        assert added[0].next_run == T0 + timedelta(minutes=2)
+        await clock.advance(minutes=1)
+        assert rec.calls == [T0 + timedelta(minutes=2)]
 
     async def test_waiting_runs_counts_queued_ticks(
         self, running: Scheduler, clock: VirtualClock
@@ -396,6 +448,21 @@ class TestUpdateJob:
         await clock.advance(minutes=10)
         assert rec.calls == [T0 + timedelta(hours=1), T0 + timedelta(minutes=100)]
         assert job.run_count == 2
+
+    async def test_update_to_a_schedule_without_ticks_raises(
+        self, running: Scheduler, clock: VirtualClock
+    ) -> None:
+        """A new schedule with no tick left raises like add_job and changes nothing."""
+        job = running.add_job(noop, every(hours=1))
+        with pytest.raises(ConfigurationError, match="at"):
+            running.update_job(job, once(T0 - timedelta(hours=1)))
+        with pytest.raises(ConfigurationError, match="stop_at"):
+            running.update_job(job, stop_at=T0 + timedelta(minutes=30))
+        assert job.schedule == every(hours=1)
+        assert job.options.stop_at is None
+        assert job.next_run == T0 + timedelta(hours=1)
+        await clock.advance(hours=1)
+        assert job.run_count == 1
 
     def test_update_before_start_previews_new_schedule(
         self, scheduler: Scheduler, clock: VirtualClock
@@ -695,6 +762,34 @@ class TestShutdown:
         assert len(messages) == 1
         assert "stuck" in messages[0]
         assert at.isoformat()[:19] in messages[0]
+
+    async def test_removal_drops_a_tick_waiting_for_the_global_limit(
+        self, clock: VirtualClock
+    ) -> None:
+        """A removed job's tick queued for the global limit is dropped, not run later."""
+        scheduler = Scheduler(clock=clock, max_concurrent_jobs=1)
+        release = asyncio.Event()
+        ran: list[str] = []
+
+        async def hog() -> None:
+            await release.wait()
+
+        async def queued() -> None:
+            ran.append("queued")
+
+        scheduler.add_job(hog, once(T0 + timedelta(minutes=1)))
+        job = scheduler.add_job(queued, every(minutes=2))
+        async with scheduler:
+            try:
+                await clock.advance(minutes=2)
+                assert scheduler.waiting_runs == 1
+                job.remove()
+                waiting, running = scheduler.waiting_runs, job.running
+            finally:
+                release.set()
+            await clock.advance(0)
+        assert (waiting, running) == (0, 0)
+        assert ran == []
 
     async def test_removal_never_cancels_a_running_run(
         self, running: Scheduler, clock: VirtualClock
