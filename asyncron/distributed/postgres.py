@@ -591,13 +591,15 @@ class _PostgresBackend:
         statement was sent.
         """
         settings = {
-            "application_name": f"asyncron {label}",
             "tcp_keepalives_idle": str(max(1, math.ceil(self._ttl))),
             "tcp_keepalives_interval": "1",
             "tcp_keepalives_count": "3",
             "tcp_user_timeout": str(max(1000, math.ceil(self._ttl * 1000))),
         }
         if isinstance(self._source, str):
+            # Named for whoever reads pg_locks / pg_stat_activity, unless the DSN names it.
+            if "application_name" not in self._source:
+                settings["application_name"] = f"asyncron {label}"
             return await self._asyncpg.connect(self._source, server_settings=settings)
         # A user's pool: keep the connection acquired for the session's whole life, so
         # the pool's reset (which unlocks everything) runs only when we give it back.
@@ -741,6 +743,11 @@ class PostgresLock:
         self._released = True
         self._callbacks.clear()
         self._locker._forget(self)
+        # Shielded: a release cut short would leave the session holding the key while
+        # this process counts it free, and the session would grant it again (re-entrant).
+        await asyncio.shield(self._locker._start(self._release(), "unlock"))
+
+    async def _release(self) -> None:
         outcome, error = self._outcome or (None, None)
         try:
             if self._lost is None:
@@ -753,7 +760,7 @@ class PostgresLock:
                     error,
                     self._run_id,
                 )
-            elif self._run_id is not None:
+            elif self._run_id is not None and self._locker._is_open:
                 await self._locker.pool.execute(
                     self._locker._tables.finish,
                     self._run_id,
