@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import platform
 import sys
 from typing import Any
@@ -19,6 +20,19 @@ async def _run_scheduler_case(scheduler: str, scenario: str, params: dict[str, A
     return result
 
 
+def _emit(result: dict[str, Any]) -> None:
+    """Print the result line and leave at once.
+
+    ``os._exit`` skips interpreter shutdown: an overloaded scheduler's leftover tasks
+    and threads must not hold the measurement hostage once its numbers are out.
+    """
+    result["python"] = platform.python_version()
+    sys.stdout.write(json.dumps(result) + "\n")
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
+
+
 def main(argv: list[str]) -> int:
     """Run the case named by ``argv`` and print its result as one JSON line."""
     scheduler, scenario, raw_params = argv
@@ -29,8 +43,7 @@ def main(argv: list[str]) -> int:
         result = run_cron_next(scheduler, params)
     else:
         result = asyncio.run(_run_scheduler_case(scheduler, scenario, params))
-    result["python"] = platform.python_version()
-    sys.stdout.write(json.dumps(result) + "\n")
+    _emit(result)
     return 0
 
 

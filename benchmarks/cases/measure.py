@@ -46,24 +46,23 @@ def rss_bytes() -> int:
         return int(f.read().split()[1]) * _PAGE
 
 
-async def drain_loop(max_turns: int = 100_000) -> int:
+async def drain_loop(max_seconds: float = 1.0) -> int:
     """Yield to the event loop until it has no ready callbacks left; return the turns.
 
     Adds may queue work on the loop (``call_soon``, tasks); add_cost counts it, so the
-    clock stops only once the ready queue stays empty for three turns in a row.
+    clock stops only once the ready queue stays empty for three turns in a row. A
+    scheduler busy running jobs never empties it, so the wait ends after
+    ``max_seconds`` whatever happens.
     """
     loop = asyncio.get_running_loop()
     ready = getattr(loop, "_ready", None)
-    quiet = 0
-    for turn in range(max_turns):
+    deadline = time.perf_counter() + max_seconds
+    quiet = turns = 0
+    while quiet < 3 and time.perf_counter() < deadline:
         await asyncio.sleep(0)
-        if ready is None or not ready:
-            quiet += 1
-            if quiet >= 3:
-                return turn + 1
-        else:
-            quiet = 0
-    return max_turns
+        turns += 1
+        quiet = quiet + 1 if ready is None or not ready else 0
+    return turns
 
 
 async def sleep_until(when: float) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import math
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -20,6 +21,25 @@ from .adapters import Adapter
 __all__ = ("SCENARIOS",)
 
 Result = dict[str, Any]
+
+
+def _phase(name: str) -> None:
+    """Note a phase on stderr (kept in the run's log), to see where a case got stuck."""
+    sys.stderr.write(f"[case] {time.time():.3f} {name}\n")
+    sys.stderr.flush()
+
+
+STOP_TIMEOUT = 15.0
+
+
+async def _stop(adapter: Adapter) -> None:
+    """Stop the scheduler, giving up after STOP_TIMEOUT s (the results are already taken)."""
+    _phase("stop")
+    try:
+        async with asyncio.timeout(STOP_TIMEOUT):
+            await adapter.stop()
+    except TimeoutError:
+        _phase(f"stop timed out after {STOP_TIMEOUT} s")
 
 
 async def add_cost(adapter: Adapter, p: dict[str, Any]) -> Result:
@@ -36,12 +56,12 @@ async def add_cost(adapter: Adapter, p: dict[str, Any]) -> Result:
     first = math.ceil(time.time()) + 60
     t0 = time.perf_counter()
     await adapter.add_every(measure.record, range(n), 60, first)
-    turns = await measure.drain_loop()
+    turns = await measure.drain_loop(max_seconds=120)
     elapsed = time.perf_counter() - t0
     gc.collect()
     rss1 = measure.rss_bytes()
     fired = len(measure.RUNS)
-    await adapter.stop()
+    await _stop(adapter)
     return {
         "us_per_job": elapsed / n * 1e6,
         "bytes_per_job": (rss1 - rss0) / n,
@@ -65,15 +85,18 @@ async def lateness(adapter: Adapter, p: dict[str, Any]) -> Result:
     await measure.drain_loop()
     adds_s = time.perf_counter() - t0
     done = time.time()
+    _phase("added")
     if p.get("sync"):
         window_start = await measure.window_from_parent()
     else:
         window_start = max(first, math.ceil(done + 0.3))
     await measure.sleep_until(window_start)
+    _phase("window")
     cpu0, wall0 = time.process_time(), time.perf_counter()
     await measure.sleep_until(window_start + window)
     cpu1, wall1 = time.process_time(), time.perf_counter()
-    await adapter.stop()
+    _phase("window end")
+    await _stop(adapter)
     result: Result = measure.lateness_stats(measure.RUNS, n, window_start, window)
     result.update(
         cpu_pct=(cpu1 - cpu0) / (wall1 - wall0) * 100,
@@ -101,7 +124,7 @@ async def burst(adapter: Adapter, p: dict[str, Any]) -> Result:
         if len(measure.RUNS) >= n:
             break
         await asyncio.sleep(0.05)
-    await adapter.stop()
+    await _stop(adapter)
     starts = sorted(t - due for _, t in measure.RUNS)
     if not starts:
         return {"started": 0, "adds_margin_s": margin}
@@ -126,7 +149,7 @@ async def idle_cpu(adapter: Adapter, p: dict[str, Any]) -> Result:
     cpu0, wall0 = time.process_time(), time.perf_counter()
     await asyncio.sleep(window)
     cpu1, wall1 = time.process_time(), time.perf_counter()
-    await adapter.stop()
+    await _stop(adapter)
     return {"cpu_pct": (cpu1 - cpu0) / (wall1 - wall0) * 100, "fired": len(measure.RUNS)}
 
 
@@ -158,7 +181,7 @@ async def soak(adapter: Adapter, p: dict[str, Any]) -> Result:
     gc.collect()
     rss_end = measure.rss_bytes()
     samples.append(rss_end)
-    await adapter.stop()
+    await _stop(adapter)
     expected = n * duration
     return {
         "rss_warm_mb": rss_warm / 2**20,
