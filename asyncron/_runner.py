@@ -464,7 +464,15 @@ class RunEngine:
         self._resolve(future, outcome)
 
     def _reschedule_from_completion(self, job: Job) -> None:
-        nxt = self._after(job, self._clock.now())
+        now = self._clock.now()
+        interval = getattr(job._schedule, "interval", None)
+        if isinstance(interval, timedelta):  # every(): the interval counts from the end
+            stop_at = job._opts.stop_at
+            nxt: datetime | None = now + interval
+            if stop_at is not None and nxt > stop_at:
+                nxt = None
+        else:
+            nxt = self._after(job, now)
         self._set_next(job, nxt)
         if nxt is None:
             self._retire_exhausted(job)
