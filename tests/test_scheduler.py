@@ -86,10 +86,16 @@ def scheduler(clock: VirtualClock) -> Scheduler:
 
 
 @pytest_asyncio.fixture
-async def running(scheduler: Scheduler) -> AsyncIterator[Scheduler]:
-    """A started scheduler on the virtual clock, shut down after the test."""
+async def running(scheduler: Scheduler, clock: VirtualClock) -> AsyncIterator[Scheduler]:
+    """A started scheduler on the virtual clock, shut down after the test (moving the
+    clock through stop_timeout, so a failed test cannot hang in teardown)."""
     async with scheduler:
-        yield scheduler
+        try:
+            yield scheduler
+        finally:
+            stopping = asyncio.ensure_future(scheduler.shutdown())
+            while not stopping.done():
+                await clock.advance(1)
 
 
 def collect(scheduler: Scheduler, *types: type[Event]) -> list[Any]:
@@ -968,3 +974,23 @@ class TestCoordinatedKeys:
         """Without a locker or elector, lambdas need no name."""
         scheduler.add_job(lambda: None, every(minutes=1))
         scheduler.add_job(noop, random_every(10, 20))
+
+
+class TestFromCompletionRegression:
+    async def test_every_from_completion_counts_the_interval_from_the_end(
+        self, running: Scheduler, clock: VirtualClock
+    ) -> None:
+        """With from_completion, every(5 min) runs 5 minutes after the previous run ended
+        (a regression test for the fix; the option itself is covered in test_options)."""
+        starts: list[datetime] = []
+
+        async def work() -> None:
+            starts.append(clock.now())
+            await clock.sleep_until(clock.monotonic() + 90)
+
+        running.add_job(work, every(minutes=5), from_completion=True)
+        await clock.advance(minutes=15)
+        assert starts == [
+            T0 + timedelta(minutes=5),
+            T0 + timedelta(minutes=11, seconds=30),
+        ]
