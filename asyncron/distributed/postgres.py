@@ -911,9 +911,10 @@ class PostgresLocker(_PostgresBackend):
             for indexes in rounds:
                 await self._lock_round(requests, indexes, results)
         except BaseException:
-            for result in results:
-                if isinstance(result, PostgresLock):
-                    self._start(result.unlock(), "release")
+            # The caller gets no locks from a failed batch: give back what was taken.
+            await asyncio.gather(
+                *(result.unlock() for result in results if isinstance(result, PostgresLock))
+            )
             raise
         done: list[PostgresLock | LockNotAcquired] = []
         for result in results:

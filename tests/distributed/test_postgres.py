@@ -414,6 +414,33 @@ class TestPostgresLocker:
         with pytest.raises(TickClaimed):
             await locker.lock("job", tick(1))
 
+    async def test_a_failed_connection_fails_the_batch_and_keeps_it_retryable(
+        self, open_locker: Any, admin: Any, prefix: str, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """When one lock connection's statement fails, lock_many raises, releases the
+        locks the other connection took, and a retry of the same ticks succeeds."""
+        locker = await open_locker()
+        good, bad = keys_on(prefix, 0, 3), keys_on(prefix, 1, 3)
+        run = postgres._Session.run
+
+        async def failing(self: Any, generation: int, method: str, query: str, *a: Any) -> Any:
+            if self is locker._sessions[1] and method == "fetch":
+                raise ConnectionError("no reply")
+            return await run(self, generation, method, query, *a)
+
+        monkeypatch.setattr(postgres._Session, "run", failing)
+        requests = [(key, tick(1)) for key in good + bad]
+        with pytest.raises(ConnectionError):
+            await locker.lock_many(requests)
+        monkeypatch.setattr(postgres._Session, "run", run)
+        assert not locker._held
+        for key in good:
+            assert await holder_pids(admin, prefix, key) == []
+        results = await locker.lock_many(requests)
+        assert all(isinstance(result, PostgresLock) for result in results), results
+        for result in results:
+            await result.unlock()
+
     async def test_a_pool_can_be_passed_and_is_left_open(
         self, postgres_dsn: str, prefix: str
     ) -> None:
