@@ -150,6 +150,20 @@ async def _before(clock: Clock, deadline: float, awaitable: Awaitable[_T]) -> _T
     return task.result()
 
 
+def _closed(conn: Any) -> bool:
+    """Whether a dedicated connection is closed; a pool's proxy whose connection died
+    has been handed back by asyncpg already and refuses every call."""
+    try:
+        return bool(conn.is_closed())
+    except Exception:
+        return True
+
+
+def _terminate(conn: Any) -> None:
+    with contextlib.suppress(Exception):  # a proxy already handed back (see _closed)
+        conn.terminate()
+
+
 def _deliver(callbacks: Sequence[Callable[[Any], None]], value: Any) -> None:
     loop = asyncio.get_running_loop()
     for callback in callbacks:
@@ -344,7 +358,7 @@ class _Session:
             try:
                 result = await getattr(conn, method)(query, *args)
             except BaseException as exc:
-                if conn.is_closed():
+                if _closed(conn):
                     self.fail(generation, exc)
                 raise
             if generation == self.generation:
@@ -359,7 +373,7 @@ class _Session:
         self._forget_connection(conn)
         # Closing the socket now frees the server-side locks if the server still holds
         # them; a user's pool also wants the connection back.
-        conn.terminate()
+        _terminate(conn)
         if not isinstance(self._backend._source, str):
             self._backend._start(self._backend._drop_dedicated(conn, graceful=False), "drop")
         logger.warning("lost PostgreSQL session %s: %r", self.label, exc)
@@ -376,7 +390,8 @@ class _Session:
 
     def _forget_connection(self, conn: Any) -> None:
         if self._listener is not None:
-            conn.remove_termination_listener(self._listener)
+            with contextlib.suppress(Exception):  # a proxy already handed back
+                conn.remove_termination_listener(self._listener)
             self._listener = None
         watcher, self._watcher = self._watcher, None
         if watcher is not None and watcher is not asyncio.current_task():
@@ -613,7 +628,7 @@ class _PostgresBackend:
         return conn
 
     async def _drop_dedicated(self, conn: Any, *, graceful: bool) -> None:
-        if graceful and not conn.is_closed():
+        if graceful and not _closed(conn):
             try:
                 if isinstance(self._source, str):
                     await conn.close(timeout=self._heartbeat)
@@ -622,7 +637,7 @@ class _PostgresBackend:
                 return
             except Exception as exc:
                 logger.debug("closing %r failed: %r", conn, exc)
-        conn.terminate()
+        _terminate(conn)
         if not isinstance(self._source, str):
             # The pool may already have reclaimed a connection that died under us.
             with contextlib.suppress(Exception):

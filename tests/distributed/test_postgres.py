@@ -496,6 +496,23 @@ class TestPostgresElector:
             await wait_for(lambda: len(events) == 2)
             assert events == [None, new_term]
 
+    async def test_a_pool_given_elector_survives_termination_and_leaves_the_pool_open(
+        self, postgres_dsn: str, prefix: str, admin: Any
+    ) -> None:
+        """With a user's pool, the elector's connection is acquired from it; a killed
+        connection ends the term, a fresh one leads again, and the pool stays usable."""
+        pool = await asyncpg.create_pool(postgres_dsn, min_size=1, max_size=4)
+        try:
+            async with PostgresElector(pool, prefix=prefix, retry_interval=0.05) as elector:
+                term = elector.leadership()
+                assert term is not None
+                (pid,) = await holder_pids(admin, prefix, "\x00elector\x00default")
+                await admin.execute("SELECT pg_terminate_backend($1)", pid)
+                await wait_for(lambda: elector.leadership() not in (None, term), within=2)
+            assert await pool.fetchval("SELECT 1") == 1
+        finally:
+            await pool.close()
+
     async def test_claims_share_the_lockers_high_water_mark(
         self, postgres_dsn: str, prefix: str, open_locker: Any
     ) -> None:
