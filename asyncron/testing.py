@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
@@ -29,6 +30,10 @@ class VirtualClock:
 
     #: The scheduler's timer trusts this clock's wall time (it only jumps via ``step``).
     wall_recheck_interval: float | None = None
+
+    #: Real seconds :meth:`settle` waits for a busy worker thread (a plain job) before
+    #: taking it as blocked on something other than the clock (an event the test sets).
+    thread_wait: float = 1.0
 
     def __init__(self, start: datetime | None = None) -> None:
         if start is None:
@@ -109,15 +114,18 @@ class VirtualClock:
         return remove
 
     async def settle(self) -> None:
-        """Yield until nothing is ready to run and no worker thread is busy."""
+        """Yield until nothing is ready to run and no worker thread is busy (for at most
+        :attr:`thread_wait` real seconds: a thread may wait for the test itself)."""
         loop = asyncio.get_running_loop()
         idle = 0
+        give_up = time.monotonic() + self.thread_wait
         while idle < 3:
             await asyncio.sleep(0)
             ready = getattr(loop, "_ready", None)
-            if ready or _runner.threads_in_flight:
+            threads = _runner.threads_in_flight and time.monotonic() < give_up
+            if ready or threads:
                 idle = 0
-                if _runner.threads_in_flight and not ready:
+                if threads and not ready:
                     await asyncio.sleep(0.001)
             else:
                 idle += 1
