@@ -1143,7 +1143,10 @@ class OnceSchedule(Schedule):
         """
         if not any(t.tzinfo is None for t in self.at):
             return self
-        zone = resolve_zone(tz)
+        name = _zone_name(tz)
+        if name is None:
+            return self
+        zone = _zoneinfo(name)
         resolved = [t if t.tzinfo else localize(t, zone) for t in self.at]
         return OnceSchedule.model_validate({"at": resolved, "now": self.now})
 
