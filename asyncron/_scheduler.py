@@ -187,6 +187,7 @@ class Scheduler(RunEngine):
         self._stack: contextlib.AsyncExitStack | None = None
         self._background: list[asyncio.Task[Any]] = []
         self._forever: asyncio.Event | None = None
+        self._draining: asyncio.Future[None] | None = None
         self._clock_skew: timedelta | None = None
         self._remove_listener: Callable[[], None] | None = None
         self._unsubscribe_wall: Callable[[], None] | None = None
@@ -692,7 +693,8 @@ class Scheduler(RunEngine):
         if self._state is not SchedulerState.RUNNING:
             raise SchedulerStateError("stop jobs", self._state, "only a running scheduler stops")
         await self._drain()
-        self._state = SchedulerState.STOPPED
+        if self._state is SchedulerState.RUNNING:  # a concurrent shutdown() wins
+            self._state = SchedulerState.STOPPED
 
     async def shutdown(self) -> None:
         """Stop dispatching, wait up to ``stop_timeout`` for runs, cancel what is left,
@@ -709,6 +711,19 @@ class Scheduler(RunEngine):
             self._forever.set()
 
     async def _drain(self) -> None:
+        """Drain once: a concurrent stop_jobs()/shutdown() waits for the drain in progress
+        (two drains would each wait on their own idle event, one of them forever)."""
+        if self._draining is not None:
+            await asyncio.shield(self._draining)
+            return
+        self._draining = asyncio.get_running_loop().create_future()
+        try:
+            await self._drain_once()
+        finally:
+            self._draining.set_result(None)
+            self._draining = None
+
+    async def _drain_once(self) -> None:
         clock = self._clock
         for task in self._background:
             task.cancel()
