@@ -467,10 +467,8 @@ class RunEngine:
         now = self._clock.now()
         interval = getattr(job._schedule, "interval", None)
         if isinstance(interval, timedelta):  # every(): the interval counts from the end
-            stop_at = job._opts.stop_at
-            nxt: datetime | None = now + interval
-            if stop_at is not None and nxt > stop_at:
-                nxt = None
+            stop_at, candidate = job._opts.stop_at, now + interval
+            nxt = None if stop_at is not None and candidate > stop_at else candidate
         else:
             nxt = self._after(job, now)
         self._set_next(job, nxt)
