@@ -216,6 +216,25 @@ class TestLifecycle:
         assert rec.calls == [T0 + timedelta(minutes=1)] * 2
         assert once_now.removed
 
+    async def test_shutdown_during_stop_jobs_stays_terminal(
+        self, scheduler: Scheduler, clock: VirtualClock
+    ) -> None:
+        """A shutdown() racing a draining stop_jobs() leaves the scheduler shut_down."""
+
+        async def work() -> None:
+            await clock.sleep_until(clock.monotonic() + 5)
+
+        scheduler.add_job(work, every(minutes=1))
+        await scheduler.start()
+        await clock.advance(minutes=1)
+        stopping = asyncio.create_task(scheduler.stop_jobs())
+        shutting = asyncio.create_task(scheduler.shutdown())
+        await clock.advance(seconds=5)
+        await asyncio.wait_for(asyncio.gather(stopping, shutting), 5)
+        assert scheduler.state is SchedulerState.SHUT_DOWN
+        with pytest.raises(SchedulerStateError, match="shut_down"):
+            await scheduler.start()
+
     async def test_jobs_added_before_start_run_after_start(
         self, scheduler: Scheduler, clock: VirtualClock
     ) -> None:
@@ -842,6 +861,20 @@ class TestRegistryEvents:
         async with scheduler:
             await clock.advance(0)
             assert len(events) == 1
+
+    async def test_full_event_queue_drops_the_oldest_with_a_warning(
+        self, scheduler: Scheduler, clock: VirtualClock, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """Events queue up to 10,000; beyond that the oldest are dropped and counted in a
+        warning, and the newest are still delivered in order."""
+        events = collect(scheduler, JobAdded)
+        jobs = [scheduler.add_job(noop, every(hours=1)) for _ in range(10_005)]
+        assert any("dropped 1 oldest" in r.getMessage() for r in caplog.records)
+        async with scheduler:
+            await clock.advance(0)
+        assert len(events) == 10_000
+        assert [e.job_id for e in events[:2]] == [jobs[5].id, jobs[6].id]
+        assert events[-1].job_id == jobs[-1].id
 
     async def test_exhausted_once_job_is_removed(
         self, running: Scheduler, clock: VirtualClock
