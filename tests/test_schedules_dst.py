@@ -244,3 +244,37 @@ class TestOtherZones:
         zone = ZoneInfo("Europe/Berlin")
         start, end = local_day_bounds(zone, date(2026, 10, 25))
         assert len(fires_between(every(hours=1), start, end)) == 25
+
+
+class TestSkippedDay:
+    """Pacific/Apia skipped 2011-12-30 entirely (from -10:00 to +14:00)."""
+
+    ZONE = ZoneInfo("Pacific/Apia")
+
+    def test_fixed_time_on_the_missing_day_fires_at_the_transition(self) -> None:
+        """09:00 on the missing day fires once, at 00:00 of the next real day."""
+        for schedule in (
+            daily(at="09:00", tz="Pacific/Apia"),
+            cron("0 9 * * *", tz="Pacific/Apia"),
+        ):
+            ticks = fires_between(
+                schedule, datetime(2011, 12, 29, tzinfo=UTC), datetime(2011, 12, 31, 12, tzinfo=UTC)
+            )
+            walls = [t.astimezone(self.ZONE).replace(tzinfo=None) for t in ticks]
+            assert walls == [
+                datetime(2011, 12, 29, 9),
+                datetime(2011, 12, 31, 0),
+                datetime(2011, 12, 31, 9),
+            ]
+
+    def test_wildcard_skips_the_missing_day(self) -> None:
+        """`0 */6 * * *` has no tick on the missing day."""
+        ticks = fires_between(
+            cron("0 */6 * * *", tz="Pacific/Apia"),
+            datetime(2011, 12, 29, 12, tzinfo=UTC),  # 02:00 on the 29th, local
+            datetime(2011, 12, 31, tzinfo=UTC),  # 14:00 on the 31st, local
+        )
+        walls = [t.astimezone(self.ZONE).replace(tzinfo=None) for t in ticks]
+        assert walls == [datetime(2011, 12, 29, h) for h in (6, 12, 18)] + [
+            datetime(2011, 12, 31, h) for h in (0, 6, 12)
+        ]
