@@ -21,7 +21,7 @@ import random
 import re
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Sequence
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from functools import lru_cache
 from typing import Annotated, Any, Literal, TypeAlias
 from zoneinfo import ZoneInfo
@@ -1213,8 +1213,12 @@ def parse_schedule(data: str | bytes | dict[str, Any]) -> Schedule:
 
 # --- constructors ----------------------------------------------------------------------
 
+Zone: TypeAlias = "str | tzinfo | None"
+AtTimes: TypeAlias = "str | time | Sequence[str | time]"
+Weekdays: TypeAlias = "str | int | Sequence[str | int]"
 
-def cron(expr: str, *, seconds: bool = False, tz: Any = None) -> CronSchedule:
+
+def cron(expr: str, *, seconds: bool = False, tz: Zone = None) -> CronSchedule:
     """A cron schedule: 5 fields, or 6 with ``seconds=True`` (seconds first).
 
     :param expr: the expression, or a macro such as ``@daily``
@@ -1272,7 +1276,7 @@ def random_every(low: timedelta | float, high: timedelta | float, /) -> RandomEv
     )
 
 
-def daily(every: int = 1, *, at: Any = "00:00", tz: Any = None) -> DailySchedule:
+def daily(every: int = 1, *, at: AtTimes = "00:00", tz: Zone = None) -> DailySchedule:
     """Every ``every`` days at one or more wall times.
 
     :param every: the period in days, counted from ``start_at`` (else 1970-01-01)
@@ -1282,7 +1286,9 @@ def daily(every: int = 1, *, at: Any = "00:00", tz: Any = None) -> DailySchedule
     return _build(DailySchedule, every=every, at=at, tz=tz)  # type: ignore[no-any-return]
 
 
-def weekly(every: int = 1, *, on: Any, at: Any = "00:00", tz: Any = None) -> WeeklySchedule:
+def weekly(
+    every: int = 1, *, on: Weekdays, at: AtTimes = "00:00", tz: Zone = None
+) -> WeeklySchedule:
     """Every ``every`` weeks (Monday first) on some weekdays at some wall times.
 
     :param every: the period in weeks, counted from ``start_at``'s week (else 1970's first)
@@ -1293,7 +1299,9 @@ def weekly(every: int = 1, *, on: Any, at: Any = "00:00", tz: Any = None) -> Wee
     return _build(WeeklySchedule, every=every, on=on, at=at, tz=tz)  # type: ignore[no-any-return]
 
 
-def monthly(every: int = 1, *, on: Any, at: Any = "00:00", tz: Any = None) -> MonthlySchedule:
+def monthly(
+    every: int = 1, *, on: int | Sequence[int], at: AtTimes = "00:00", tz: Zone = None
+) -> MonthlySchedule:
     """Every ``every`` months on some days (1..31, or -31..-1 from the end) at some times;
     a day a month does not have is skipped for that month.
 
