@@ -39,7 +39,7 @@ from ._events import (
     RunStatus,
     SkipReason,
 )
-from .errors import LockLostError, LockNotAcquired, RunTimeout, TickClaimed
+from .errors import LockHeld, LockLostError, LockNotAcquired, RunTimeout, TickClaimed
 
 if TYPE_CHECKING:
     from ._job import BeforeRun, Job
@@ -488,6 +488,9 @@ class RunEngine:
             try:
                 return await locker.lock(job._key, tick)
             except LockNotAcquired as exc:
+                if self._waits_for_lock(job, tick, kind, exc):
+                    assert tick is not None
+                    return await self._wait_for_lock(job, locker, tick, kind)
                 return self._refused(job, report_tick, kind, exc)
             except Exception as exc:
                 if not failed:
@@ -510,6 +513,41 @@ class RunEngine:
                     return RunOutcome(RunStatus.SKIPPED, tick, MissReason.BACKEND_UNAVAILABLE)
                 await clock.sleep_until(clock.monotonic() + delay)
                 delay = min(delay * 2, 2.0)
+
+    @staticmethod
+    def _waits_for_lock(
+        job: Job, tick: datetime | None, kind: RunKind, exc: LockNotAcquired
+    ) -> bool:
+        """overlap="wait" also waits for a run lock held elsewhere, once the tick is claimed."""
+        return (
+            isinstance(exc, LockHeld)
+            and tick is not None
+            and kind is not _RUN_NOW
+            and job._opts.overlap == "wait"
+        )
+
+    async def _wait_for_lock(
+        self, job: Job, locker: Locker, tick: datetime, kind: RunKind
+    ) -> Lock | RunOutcome:
+        """This run claimed ``tick`` but another run (on another instance) holds the run
+        lock: take the lock alone (the claim is ours already) once it is free, while the
+        tick is within misfire_grace. Skipping instead would lose a claimed tick."""
+        clock = self._clock
+        grace = job._opts.misfire_grace
+        delay = 0.05
+        while True:
+            if grace is not None and clock.now() + timedelta(seconds=delay) - tick > grace:
+                return self._skip(job, tick, kind, SkipReason.LOCK_HELD)
+            await clock.sleep_until(clock.monotonic() + delay)
+            delay = min(delay * 2, 1.0)
+            try:
+                return await locker.lock(job._key, None)
+            except LockNotAcquired:
+                continue
+            except Exception as exc:
+                self._logger.warning("lock backend failed for %s at %s: %r", job._key, tick, exc)
+                if grace is None:
+                    return self._skip(job, tick, kind, SkipReason.LOCK_ERROR)
 
     def _refused(self, job: Job, tick: datetime, kind: RunKind, exc: LockNotAcquired) -> RunOutcome:
         if isinstance(exc, TickClaimed):
@@ -575,7 +613,10 @@ class RunEngine:
                         job, locker, None if kind is _RUN_NOW else tick, kind
                     )
                 elif isinstance(lock_result, LockNotAcquired):
-                    acquired = self._refused(job, tick, kind, lock_result)
+                    if self._waits_for_lock(job, tick, kind, lock_result):
+                        acquired = await self._wait_for_lock(job, locker, tick, kind)
+                    else:
+                        acquired = self._refused(job, tick, kind, lock_result)
                 else:
                     acquired = lock_result
                 if isinstance(acquired, RunOutcome):
@@ -661,7 +702,7 @@ class RunEngine:
                 with anyio.CancelScope() as scope:
                     run.scope = ctx._cancel_scope = scope
                     result = await (job._func(*args, **kwargs) if kwargs else job._func(*args))
-                if scope.cancelled_caught and run.cause is not None:
+                if run.cause is not None:  # timed out or lost, even if the job swallowed it
                     error = run.cause
             else:
                 self._thread_runs.add(run)
