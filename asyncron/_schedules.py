@@ -775,7 +775,9 @@ def _compile_cron(expr: str, seconds: bool) -> _CronMatcher:
     with_seconds = len(fields) == 6
     for field in fields:
         if _HASH_RE.search(field) or ("?" in field and field != "?"):
-            raise _invalid("expr", expr, f"{_CRON_VALID} (no H/R hashing)")
+            raise _invalid(
+                "expr", expr, f"{_CRON_VALID} (H/R hashing and '?' beside other values are not)"
+            )
     if _NEAREST_RE.search(fields[3 if with_seconds else 2]):
         raise _invalid("expr", expr, f"{_CRON_VALID} (W, nearest weekday, is not supported)")
     try:
