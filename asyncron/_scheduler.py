@@ -725,6 +725,9 @@ class Scheduler(RunEngine):
 
     async def _drain_once(self) -> None:
         clock = self._clock
+        # Called from a run (a job awaiting shutdown()): never wait for, or cancel, the
+        # caller itself — it cannot finish before this returns.
+        self._tasks.discard(asyncio.current_task())
         for task in self._background:
             task.cancel()
         for task in self._background:
