@@ -758,6 +758,23 @@ class TestShutdown:
         await asyncio.wait_for(stopping, 5)
         assert done == [True]
 
+    async def test_a_job_may_shut_down_its_scheduler(
+        self, scheduler: Scheduler, clock: VirtualClock
+    ) -> None:
+        """A run that awaits shutdown() is not waited for (nor cancelled) by it: shutdown
+        returns at once and the run goes on to finish."""
+        after: list[SchedulerState] = []
+
+        async def stopper() -> None:
+            await scheduler.shutdown()
+            after.append(scheduler.state)
+
+        job = scheduler.add_job(stopper, once(T0 + timedelta(minutes=1)))
+        await scheduler.start()
+        await clock.advance(minutes=1)
+        assert after == [SchedulerState.SHUT_DOWN]
+        assert job.run_count == 1
+
     async def test_thread_abandoned_after_stop_timeout_is_logged(
         self, caplog: pytest.LogCaptureFixture
     ) -> None:
