@@ -419,8 +419,19 @@ class RunEngine:
         if self._wants(JobSkipped, job):
             self._emit_job(job, JobSkipped, tick=tick, kind=kind, reason=reason)
         if self._monitor is not None:
-            self._monitor.record_run(job._name or str(job.id), "skipped", reason.value, 0.0, 0.0)
+            self._record(job, "skipped", reason.value, 0.0, 0.0)
         return RunOutcome(RunStatus.SKIPPED, tick, reason)
+
+    def _record(
+        self, job: Job, status: str, reason: str | None, duration: float, lateness: float
+    ) -> None:
+        """Call the monitor; one that raises is logged, never fatal (it may be called in
+        the timer, where an exception would stop every job)."""
+        assert self._monitor is not None
+        try:
+            self._monitor.record_run(job._name or str(job.id), status, reason, duration, lateness)
+        except Exception:
+            self._logger.exception("monitor %r raised on a %s run", self._monitor, status)
 
     def _missed(self, job: Job, reason: MissReason, first: datetime, last: datetime) -> None:
         if self._logger.isEnabledFor(logging.DEBUG):
@@ -431,7 +442,7 @@ class RunEngine:
             n = 1 if first == last else self._count_ticks(job, first, last)
             self._emit_job(job, JobMissed, reason=reason, count=n, first_tick=first, last_tick=last)
         if self._monitor is not None:
-            self._monitor.record_run(job._name or str(job.id), "missed", reason.value, 0.0, 0.0)
+            self._record(job, "missed", reason.value, 0.0, 0.0)
 
     # --- one run (asynchronous) ------------------------------------------------------
     async def _run_batch(self, locker: Any, entries: list[_Entry]) -> None:
@@ -747,8 +758,8 @@ class RunEngine:
                 )
             outcome = RunOutcome(RunStatus.FAILED, tick, None, start, end, error)
         if self._monitor is not None:
-            self._monitor.record_run(
-                job._name or str(job.id),
+            self._record(
+                job,
                 outcome.status.value,
                 None,
                 (end - start).total_seconds(),
