@@ -1044,3 +1044,37 @@ class TestFromCompletionRegression:
             T0 + timedelta(minutes=5),
             T0 + timedelta(minutes=11, seconds=30),
         ]
+
+
+class RaisingMonitor:
+    """A monitor with a bug."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def record_run(
+        self, job: str, status: str, reason: str | None, duration: float, lateness: float
+    ) -> None:
+        self.calls += 1
+        raise ValueError("bad label")
+
+
+class TestRobustness:
+    async def test_a_raising_monitor_is_logged_and_never_stops_the_scheduler(
+        self, clock: VirtualClock, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """A monitor that raises (on a skip in the timer, or after a run) is logged; the
+        timer keeps dispatching and run_now still returns its outcome."""
+        monitor = RaisingMonitor()
+        scheduler = Scheduler(clock=clock, monitor=monitor)
+        rec = Recorder(clock)
+        paused = scheduler.add_job(rec, every(minutes=1))
+        paused.pause()
+        job = scheduler.add_job(rec, every(minutes=1))
+        async with scheduler:
+            await clock.advance(minutes=2)
+            assert rec.calls == [T0 + timedelta(minutes=1), T0 + timedelta(minutes=2)]
+            outcome = await asyncio.wait_for(job.run_now(), 5)
+            assert outcome.status is RunStatus.SUCCEEDED
+        assert monitor.calls == 5
+        assert sum("bad label" in (r.exc_text or "") for r in caplog.records) == 5
