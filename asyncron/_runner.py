@@ -297,11 +297,13 @@ class RunEngine:
         """Local rules of a due run: paused, overlap (skip or wait), then the global limit."""
         if job._paused and kind is not _RUN_NOW:
             self._resolve(future, self._skip(job, tick, kind, SkipReason.PAUSED))
+            self._refused_from_completion(job, kind)
             return
         opts = job._opts
         if job._active >= opts.max_instances:
             if opts.overlap == "skip":
                 self._resolve(future, self._skip(job, tick, kind, SkipReason.OVERLAP))
+                self._refused_from_completion(job, kind)
                 return
             waiting = job._waiting
             if waiting is None:
@@ -342,6 +344,7 @@ class RunEngine:
             if self._concurrency_mode == "skip":
                 job._active -= 1
                 self._resolve(future, self._skip(job, tick, kind, SkipReason.CONCURRENCY_LIMIT))
+                self._refused_from_completion(job, kind)
                 return
             self._global_waiting.append((job, tick, kind, future))
             self._waiting_count += 1
@@ -473,6 +476,12 @@ class RunEngine:
             if kind is not _RUN_NOW and job._opts.from_completion and not job._removed:
                 self._reschedule_from_completion(job)
         self._resolve(future, outcome)
+
+    def _refused_from_completion(self, job: Job, kind: RunKind) -> None:
+        """A from_completion job's next tick is set when a run ends; a tick refused before
+        any run started must set it too, or the job never runs again."""
+        if kind is not _RUN_NOW and job._opts.from_completion and not job._removed:
+            self._reschedule_from_completion(job)
 
     def _reschedule_from_completion(self, job: Job) -> None:
         now = self._clock.now()
