@@ -424,6 +424,33 @@ class TestFromCompletion:
         assert runs.ticks == [at(1), at(2, 30), at(4)]
         assert job.next_run == at(5, 30)
 
+    async def test_a_paused_tick_does_not_end_the_schedule(
+        self, scheduler: Scheduler, clock: VirtualClock
+    ) -> None:
+        """A from_completion tick skipped while paused still sets the next tick."""
+        runs = Runs(clock)
+        job = scheduler.add_job(runs, every(minutes=1), from_completion=True)
+        job.pause()
+        await clock.advance(minutes=1, seconds=30)
+        assert job.next_run == at(2)
+        job.resume()
+        await clock.advance(minutes=2)
+        assert runs.ticks == [at(2), at(3)]
+
+    async def test_a_tick_refused_by_the_global_limit_does_not_end_the_schedule(
+        self, start: Factory, clock: VirtualClock
+    ) -> None:
+        """A from_completion tick skipped as concurrency_limit still sets the next tick."""
+        scheduler = await start(max_concurrent_jobs=1, concurrency_mode="skip")
+        scheduler.add_job(Runs(clock, seconds=10), every(minutes=1), name="busy", limit_runs=1)
+        runs = Runs(clock)
+        job = scheduler.add_job(runs, every(minutes=1), name="fc", from_completion=True)
+        await clock.advance(minutes=1, seconds=30)
+        assert runs.ticks == []
+        assert job.next_run == at(2)
+        await clock.advance(minutes=1)
+        assert runs.ticks == [at(2)]
+
 
 class TestMisfireGrace:
     async def test_a_run_later_than_the_grace_is_missed(
