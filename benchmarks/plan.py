@@ -72,7 +72,9 @@ def _scheduler_cases(
     add_ns: tuple[int, ...],
     late_ns: tuple[int, ...],
     window: int,
+    burst_n: int,
     burst_lead: float,
+    burst_timeout: float,
     idle_window: float,
     fires: int,
     dist_ns: tuple[int, ...],
@@ -108,12 +110,12 @@ def _scheduler_cases(
     cases.append(
         Case(
             "burst",
-            "N=10,000",
-            {"n": 10_000, "lead": burst_lead, "timeout": 30},
+            f"N={burst_n:,}",
+            {"n": burst_n, "lead": burst_lead, "timeout": burst_timeout},
             SCHEDULERS,
             reps["burst"],
             120,
-            keys={"N": 10_000},
+            keys={"N": burst_n},
         )
     )
     cases.append(
@@ -175,7 +177,9 @@ def _quick_cases() -> list[Case]:
         add_ns=(1_000, 10_000),
         late_ns=(100, 1_000),
         window=2,
+        burst_n=5_000,
         burst_lead=1.5,
+        burst_timeout=10,
         idle_window=2,
         fires=10_000,
         dist_ns=(100,),
@@ -196,7 +200,9 @@ def _full_cases() -> list[Case]:
         add_ns=(1_000, 10_000, 100_000),
         late_ns=(100, 1_000, 10_000),
         window=10,
-        burst_lead=3,
+        burst_n=10_000,
+        burst_lead=2,
+        burst_timeout=20,
         idle_window=10,
         fires=100_000,
         dist_ns=(100, 1_000),

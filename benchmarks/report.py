@@ -203,7 +203,7 @@ def _cron_check(row: Row, rows: list[Row]) -> list[str]:
 TITLES = {
     "add_cost": "add_cost — add N jobs “every 60 s” to a running scheduler",
     "lateness": "lateness — N jobs every 1 s on whole seconds",
-    "burst": "burst — 10,000 one-off jobs due at the same instant",
+    "burst": "burst — N one-off jobs due at the same instant",
     "idle_cpu": "idle_cpu — 10,000 hourly jobs, CPU while idle",
     "cron_next": "cron_next — successive next-fire times",
     "distributed": "distributed — asyncron lateness with a locker (1 and 3 instances)",

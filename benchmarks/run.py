@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     if quick:
         notes.append(
             "Quick mode: 1 repeat; add_cost N ≤ 10k; lateness N ≤ 1k and 2 s windows; "
-            "idle 2 s; cron_next 10,000 fires; distributed N=100, 2 s; soak 30 s "
+            "burst N=5k; idle 2 s; cron_next 10,000 fires; distributed N=100, 2 s; soak 30 s "
             "(asyncron only). Largest sizes skipped: not comparable with full runs."
         )
     used = {s for c in cases if c.scenario != "cron_next" for s in c.schedulers}

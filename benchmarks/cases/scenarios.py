@@ -111,16 +111,27 @@ async def lateness(adapter: Adapter, p: dict[str, Any]) -> Result:
 
 
 async def burst(adapter: Adapter, p: dict[str, Any]) -> Result:
-    """``n`` one-off jobs due at the same instant: first/median/last start, starts/s."""
-    n, lead = int(p["n"]), float(p.get("lead", 3))
+    """``n`` one-off jobs due at the same instant: first/median/last start, starts/s.
+
+    The due instant must come after the last add, and adding takes from milliseconds
+    (floor) to seconds (a loaded machine, a slow scheduler). So the case first times
+    200 one-offs due an hour later (they never fire here) and sets the due instant
+    ``max(lead, 0.5 + 1.5 x estimated add time)`` ahead, rounded up to a whole second.
+    """
+    n, min_lead = int(p["n"]), float(p.get("lead", 2))
     await adapter.start()
-    due = math.ceil(time.time() + lead)
+    calib = 200
+    t0 = time.perf_counter()
+    await adapter.add_once(measure.record, range(n, n + calib), time.time() + 3600)
+    await measure.drain_loop(max_seconds=10)
+    per_job = (time.perf_counter() - t0) / calib
+    due = math.ceil(time.time() + max(min_lead, 0.5 + 1.5 * per_job * n))
     await adapter.add_once(measure.record, range(n), due)
-    await measure.drain_loop()
+    await measure.drain_loop(max_seconds=10)
     margin = due - time.time()
     await measure.sleep_until(due)
     # Poll rather than signal from the body, so the body stays the same everywhere.
-    for _ in range(int(float(p.get("timeout", 30)) / 0.05)):
+    for _ in range(int(float(p.get("timeout", 20)) / 0.05)):
         if len(measure.RUNS) >= n:
             break
         await asyncio.sleep(0.05)
