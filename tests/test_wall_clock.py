@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import time_machine
 
-from asyncron import JobMissed, MissReason, RunContext, Scheduler, every
+from asyncron import Clock, ConfigurationError, JobMissed, MissReason, RunContext, Scheduler, every
 from asyncron.testing import VirtualClock
 
 MINUTE = timedelta(minutes=1)
@@ -174,3 +174,79 @@ class TestVirtualClockSteps:
             scheduler.add_job(runs, every(minutes=1))
             await clock.advance(minutes=1)
         assert runs.ticks == [T0 - timedelta(hours=1) + MINUTE]
+
+
+class TestVirtualClock:
+    def test_defaults_and_protocol(self) -> None:
+        """A new clock starts at 2026-01-01T00:00Z, monotonic 0, and is a Clock."""
+        clock = VirtualClock()
+        assert clock.now() == T0
+        assert clock.monotonic() == 0.0
+        assert isinstance(clock, Clock)
+
+    async def test_advance_moves_wall_and_monotonic_together(self) -> None:
+        """advance() accepts a timedelta, seconds, or timedelta keywords."""
+        clock = VirtualClock(T0)
+        await clock.advance(timedelta(minutes=1))
+        await clock.advance(30)
+        await clock.advance(hours=1, seconds=30)
+        assert clock.now() == T0 + timedelta(hours=1, minutes=2)
+        assert clock.monotonic() == 3720.0
+
+    async def test_step_moves_the_wall_clock_alone(self) -> None:
+        """step() changes now() but not monotonic(), in both directions."""
+        clock = VirtualClock(T0)
+        clock.step(timedelta(hours=1))
+        clock.step(-30)
+        assert clock.now() == T0 + timedelta(minutes=59, seconds=30)
+        assert clock.monotonic() == 0.0
+
+    async def test_advance_to(self) -> None:
+        """advance_to() moves to an aware instant, never backwards."""
+        clock = VirtualClock(T0)
+        await clock.advance_to(T0 + timedelta(days=1))
+        assert clock.now() == T0 + timedelta(days=1)
+        with pytest.raises(ConfigurationError, match="when"):
+            await clock.advance_to(T0)
+        with pytest.raises(ConfigurationError, match="when"):
+            await clock.advance_to(datetime(2027, 1, 1))
+
+    @pytest.mark.parametrize(
+        ("args", "kwargs"),
+        [
+            ((-1,), {}),
+            ((timedelta(seconds=-1),), {}),
+            ((1,), {"hours": 1}),
+            (("1",), {}),
+            ((True,), {}),
+            ((), {"fortnights": 1}),
+        ],
+    )
+    async def test_bad_advance_raises(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        """Negative, mixed or non-numeric advances raise ConfigurationError."""
+        clock = VirtualClock(T0)
+        with pytest.raises(ConfigurationError):
+            await clock.advance(*args, **kwargs)
+        assert clock.now() == T0
+
+    @pytest.mark.parametrize("start", [datetime(2026, 1, 1), "2026-01-01"])
+    def test_start_must_be_aware(self, start: Any) -> None:
+        """The start is an aware datetime."""
+        with pytest.raises(ConfigurationError, match="start"):
+            VirtualClock(start)
+
+    async def test_sleepers_wake_in_deadline_order(self) -> None:
+        """sleep_until() callers wake in deadline order, each at its own time."""
+        clock = VirtualClock(T0)
+        woke: list[tuple[str, float]] = []
+
+        async def sleeper(name: str, deadline: float) -> None:
+            await clock.sleep_until(deadline)
+            woke.append((name, clock.monotonic()))
+
+        tasks = [asyncio.create_task(sleeper(n, d)) for n, d in (("b", 20), ("a", 10), ("c", 30))]
+        await clock.advance(25)
+        assert woke == [("a", 10.0), ("b", 20.0)]
+        await clock.advance(5)
+        assert woke[-1] == ("c", 30.0)
+        await asyncio.gather(*tasks)
