@@ -18,7 +18,7 @@ from asyncron._schedules import CronSchedule, cron
 from asyncron._time import from_us, to_us
 from asyncron.errors import InvalidScheduleError
 
-SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 FIRES = 20
 MONTHS = ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"]
 DAYS = ["sun", "mon", "tue", "wed", "thu", "fri", "sat"]
@@ -157,7 +157,7 @@ class TestAgainstCroniter:
         """'#' (nth weekday) and 'L' + weekday (last one in the month) equal croniter's."""
         compare(expr, start)
 
-    @SETTINGS
+    @settings(SETTINGS, max_examples=100)
     @given(expr=SECONDS_EXPRESSIONS, start=INSTANTS)
     def test_seconds_first_matches_croniter(self, expr: str, start: datetime) -> None:
         """6-field expressions (seconds first) equal croniter's second_at_beginning=True."""
@@ -174,13 +174,13 @@ class TestAgainstCroniter:
     @pytest.mark.parametrize("expr", ["*/5 * * * *", "0 9 * * MON-FRI"])
     @pytest.mark.parametrize("tz", [None, "Asia/Tokyo"])
     def test_benchmark_expressions_match_over_many_fires(self, expr: str, tz: str | None) -> None:
-        """The benchmark's expressions agree with croniter over 3,000 successive fires."""
+        """The benchmark's expressions agree with croniter over 1,000 successive fires."""
         zone = ZoneInfo(tz) if tz else UTC
         start = datetime(2026, 1, 1, 0, 0, 30, tzinfo=UTC)
         reference = croniter(expr, start.astimezone(zone))
         schedule = cron(expr, tz=tz)
         after = start
-        for _ in range(3000):
+        for _ in range(1000):
             ours = schedule.next_fire(after)
             assert ours == reference.get_next(datetime).astimezone(UTC)
             after = ours
