@@ -673,7 +673,8 @@ class RunEngine:
         if kind is not _RUN_NOW:
             lateness = start - tick - jitter if jitter is not None else start - tick
             grace = opts.misfire_grace
-            if grace is not None and lateness > grace:
+            # start_at="now" runs at activation for a tick that is past by design.
+            if grace is not None and lateness > grace and kind is not _START:
                 if lock is not None:
                     await self._unlock(job, lock)
                 self._missed(job, MissReason.LATE, tick, tick)
