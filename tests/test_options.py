@@ -342,6 +342,20 @@ class TestStartAt:
             (at(5), RunKind.SCHEDULED, at(5)),
         ]
 
+    async def test_start_at_now_runs_even_with_a_short_misfire_grace(
+        self, scheduler: Scheduler, clock: VirtualClock
+    ) -> None:
+        """The start run's tick is past by design; misfire_grace does not drop it."""
+        kinds: list[RunKind] = []
+
+        async def job(ctx: RunContext) -> None:
+            kinds.append(ctx.kind)
+
+        await clock.advance(minutes=30)
+        scheduler.add_job(job, every(hours=1), start_at="now", misfire_grace=60)
+        await clock.advance(minutes=31)
+        assert kinds == [RunKind.START, RunKind.SCHEDULED]
+
     async def test_start_at_now_for_jobs_added_before_start(self, clock: VirtualClock) -> None:
         """A start_at="now" job added before start runs when the scheduler starts."""
         kinds: list[tuple[datetime, RunKind]] = []
