@@ -267,16 +267,16 @@ class RunEngine:
             if first is None or first > now:
                 return [], first
             tick = first
+        # The newest ticks are kept: a full queue drops its oldest (design §3).
         ticks: list[datetime] = []
-        current: datetime | None = tick
-        while current is not None and current <= now and len(ticks) < _QUEUE_LIMIT:
+        current = self._latest(job, now)
+        while current is not None and current >= tick and len(ticks) < _QUEUE_LIMIT:
             ticks.append(current)
-            current = self._after(job, current)
-        if current is not None and current <= now:
-            last = self._latest(job, now) or current
-            self._missed(job, MissReason.QUEUE_FULL, current, last)
-            current = self._after(job, now)
-        return ticks, current
+            current = self._latest(job, current - _US)
+        ticks.reverse()
+        if current is not None and current >= tick:
+            self._missed(job, MissReason.QUEUE_FULL, tick, current)
+        return ticks, self._after(job, ticks[-1] if ticks else now)
 
     def _retire_exhausted(self, job: Job) -> None:
         stop_at = job._opts.stop_at
