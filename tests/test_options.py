@@ -551,6 +551,22 @@ class TestWallClockSteps:
         assert (missed.reason, missed.count) == (MissReason.LATE, 55)  # type: ignore[attr-defined]
         assert (missed.first_tick, missed.last_tick) == (at(1), at(55))  # type: ignore[attr-defined]
 
+    async def test_forward_step_without_coalesce_keeps_the_newest_hundred_ticks(
+        self, scheduler: Scheduler, clock: VirtualClock
+    ) -> None:
+        """Past 100 missed ticks the oldest are dropped as queue_full; the newest 100 run."""
+        runs = Runs(clock)
+        rec = Recorder()
+        scheduler.subscribe(rec, JobMissed)
+        scheduler.add_job(runs, every(minutes=1), coalesce=False, overlap="wait")
+        await clock.advance(seconds=10)
+        clock.step(timedelta(hours=3))
+        await clock.advance(seconds=1)
+        assert runs.ticks == [at(m) for m in range(81, 181)]
+        (missed,) = rec.events
+        assert (missed.reason, missed.count) == (MissReason.QUEUE_FULL, 80)  # type: ignore[attr-defined]
+        assert (missed.first_tick, missed.last_tick) == (at(1), at(80))  # type: ignore[attr-defined]
+
     async def test_backward_step_never_runs_early(
         self, scheduler: Scheduler, clock: VirtualClock
     ) -> None:
