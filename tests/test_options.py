@@ -490,6 +490,15 @@ class TestMisfireGrace:
         await clock.advance(minutes=2, seconds=15)
         assert runs.started == [(at(1), at(1)), (at(2), at(2, 10))]
 
+    async def test_zero_grace_runs_ticks_that_start_on_time(
+        self, scheduler: Scheduler, clock: VirtualClock
+    ) -> None:
+        """misfire_grace=0 still runs a tick that starts exactly on time."""
+        runs = Runs(clock)
+        scheduler.add_job(runs, every(minutes=1), misfire_grace=0)
+        await clock.advance(minutes=2)
+        assert runs.ticks == [at(1), at(2)]
+
     async def test_a_tick_started_late_by_the_global_limit_is_missed(
         self, start: Factory, clock: VirtualClock
     ) -> None:

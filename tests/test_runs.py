@@ -5,12 +5,14 @@ in-process locker and elector — all on the virtual clock."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import anyio
 import pytest
 import pytest_asyncio
 
@@ -159,6 +161,68 @@ class TestJobFunctions:
         assert len(threads) == 2
         assert threading.get_ident() not in threads
 
+    async def test_partials_and_async_callable_instances_are_awaited(
+        self, scheduler: Scheduler, clock: VirtualClock
+    ) -> None:
+        """A partial of an async def and an object with async __call__ run on the loop."""
+        threads: list[tuple[str, int]] = []
+
+        async def job(label: str) -> None:
+            threads.append((label, threading.get_ident()))
+
+        class Callable_:
+            async def __call__(self) -> None:
+                threads.append(("instance", threading.get_ident()))
+
+        scheduler.add_job(functools.partial(job, "partial"), every(minutes=1))
+        scheduler.add_job(Callable_(), every(minutes=1))
+        await clock.advance(minutes=1)
+        assert sorted(threads) == [
+            ("instance", threading.get_ident()),
+            ("partial", threading.get_ident()),
+        ]
+
+    async def test_plain_functions_use_the_schedulers_own_thread_limiter(
+        self, scheduler: Scheduler, clock: VirtualClock
+    ) -> None:
+        """Plain jobs run even while anyio's default thread limiter is exhausted."""
+        default = anyio.to_thread.current_default_thread_limiter()
+        default.total_tokens = 1
+        hold = threading.Event()
+        blocker = asyncio.create_task(anyio.to_thread.run_sync(hold.wait))
+        clock.thread_wait = 0.05  # that thread is not asyncron's
+        try:
+            await clock.advance(0)
+            assert default.borrowed_tokens == 1
+            ran: list[datetime] = []
+            scheduler.add_job(lambda: ran.append(clock.now()), every(minutes=1))
+            await clock.advance(minutes=1)
+            assert ran == [at(1)]
+        finally:
+            hold.set()
+            await blocker
+
+    async def test_max_threads_bounds_concurrent_plain_runs(
+        self, start: Factory, clock: VirtualClock
+    ) -> None:
+        """With max_threads=1 a second plain run waits for the first one's thread."""
+        scheduler = await start(max_threads=1)
+        clock.thread_wait = 0.05  # the threads wait for this test, not for the clock
+        release = threading.Event()
+        started: list[str] = []
+
+        def job(label: str) -> None:
+            started.append(label)
+            release.wait(timeout=10)
+
+        scheduler.add_job(job, every(minutes=1), args=("a",))
+        scheduler.add_job(job, every(minutes=1), args=("b",))
+        await clock.advance(minutes=1)
+        assert len(started) == 1
+        release.set()
+        await clock.advance(seconds=1)
+        assert sorted(started) == ["a", "b"]
+
     async def test_args_and_kwargs_are_passed_to_async_and_plain_functions(
         self, scheduler: Scheduler, clock: VirtualClock
     ) -> None:
@@ -237,6 +301,41 @@ class TestJobFunctions:
         assert ctx.attempt == 1
         assert ctx.fencing_token is None
         assert ctx.cancelled is False
+
+    async def test_run_context_is_read_only(
+        self, scheduler: Scheduler, clock: VirtualClock
+    ) -> None:
+        """A job cannot change its RunContext or add attributes to it."""
+        errors: list[str] = []
+
+        async def job(ctx: RunContext) -> None:
+            for name, value in (("tick", T0), ("cancelled", True), ("extra", 1)):
+                try:
+                    setattr(ctx, name, value)
+                except AttributeError:
+                    errors.append(name)
+
+        scheduler.add_job(job, every(minutes=1))
+        await clock.advance(minutes=1)
+        assert errors == ["tick", "cancelled", "extra"]
+
+    async def test_async_runs_expose_their_cancel_scope_plain_runs_none(
+        self, scheduler: Scheduler, clock: VirtualClock
+    ) -> None:
+        """ctx.cancel_scope is the async run's scope (for inspection); None in a thread."""
+        scopes: dict[str, Any] = {}
+
+        async def async_job(ctx: RunContext) -> None:
+            scopes["async"] = ctx.cancel_scope
+
+        def plain_job(ctx: RunContext) -> None:
+            scopes["plain"] = ctx.cancel_scope
+
+        scheduler.add_job(async_job, every(minutes=1))
+        scheduler.add_job(plain_job, every(minutes=1))
+        await clock.advance(minutes=1)
+        assert isinstance(scopes["async"], anyio.CancelScope)
+        assert scopes["plain"] is None
 
     async def test_current_run_is_visible_in_async_jobs_and_worker_threads(
         self, scheduler: Scheduler, clock: VirtualClock
