@@ -22,7 +22,17 @@ class RunContext:
     :func:`current_run`. Read-only; ``cancelled`` turns True when the run's timeout
     passes or its lock or leadership is lost (plain functions should check it)."""
 
-    __slots__ = ("_cancel_scope", "_cancelled", "_fencing_token", "_job", "_kind", "_tick")
+    # _cause and _done are the scheduler's bookkeeping of the run this context stands for.
+    __slots__ = (
+        "_cancel_scope",
+        "_cancelled",
+        "_cause",
+        "_done",
+        "_fencing_token",
+        "_job",
+        "_kind",
+        "_tick",
+    )
 
     def __init__(
         self,
@@ -38,6 +48,8 @@ class RunContext:
         self._fencing_token = fencing_token
         self._cancel_scope = cancel_scope
         self._cancelled = False
+        self._cause: BaseException | None = None
+        self._done = False
 
     @property
     def job(self) -> Job:
@@ -71,7 +83,9 @@ class RunContext:
 
     @property
     def cancel_scope(self) -> anyio.CancelScope | None:
-        """The run's cancel scope, for inspection (async runs only)."""
+        """The run's cancel scope, for inspection: set for async runs that a timeout, a
+        lost lock or lost leadership can cancel; None for runs only shutdown can cancel
+        (a scope per run would be a large share of a run's overhead) and in threads."""
         return self._cancel_scope
 
     def __repr__(self) -> str:

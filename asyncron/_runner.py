@@ -61,19 +61,7 @@ _SCHEDULED, _CATCH_UP, _START, _RUN_NOW = (
 threads_in_flight = 0
 
 
-class _Run:
-    """The mutable state of one run in progress."""
-
-    __slots__ = ("cause", "ctx", "done", "job", "kind", "scope", "tick")
-
-    def __init__(self, job: Job, tick: datetime, kind: RunKind, ctx: RunContext) -> None:
-        self.job = job
-        self.tick = tick
-        self.kind = kind
-        self.ctx = ctx
-        self.scope: anyio.CancelScope | None = None
-        self.cause: BaseException | None = None
-        self.done = False
+_Run = RunContext  # a run's context doubles as the scheduler's record of it
 
 
 _Entry = tuple["Job", datetime, RunKind, "asyncio.Future[RunOutcome] | None"]
@@ -467,7 +455,11 @@ class RunEngine:
         lock_result: Lock | LockNotAcquired | None,
     ) -> None:
         try:
-            outcome = await self._pipeline(job, tick, kind, lock_result)
+            need = future is not None
+            if job._coordinated or job._opts.jitter is not None:
+                outcome = await self._pipeline(job, tick, kind, lock_result, need)
+            else:  # nothing to wait for before the call: one coroutine frame fewer
+                outcome = await self._call(job, tick, kind, None, None, None, False, need)
         except asyncio.CancelledError:
             self._resolve(future, RunOutcome(RunStatus.FAILED, tick, exception=RunTimeout()))
             raise
@@ -475,7 +467,8 @@ class RunEngine:
             self._release(job)
             if kind is not _RUN_NOW and job._opts.from_completion and not job._removed:
                 self._reschedule_from_completion(job)
-        self._resolve(future, outcome)
+        if future is not None and outcome is not None:
+            self._resolve(future, outcome)
 
     def _refused_from_completion(self, job: Job, kind: RunKind) -> None:
         """A from_completion job's next tick is set when a run ends; a tick refused before
@@ -594,7 +587,8 @@ class RunEngine:
         tick: datetime,
         kind: RunKind,
         lock_result: Lock | LockNotAcquired | None,
-    ) -> RunOutcome:
+        need_outcome: bool = True,
+    ) -> RunOutcome | None:
         clock, opts = self._clock, job._opts
         jitter: timedelta | None = None
         if opts.jitter is not None and kind is not _RUN_NOW:
@@ -644,7 +638,7 @@ class RunEngine:
                 lock = acquired
                 token = lock.fencing_token
         try:
-            return await self._call(job, tick, kind, lock, token, jitter, leader_run)
+            return await self._call(job, tick, kind, lock, token, jitter, leader_run, need_outcome)
         except BaseException:
             if lock is not None:  # cancelled (shutdown): unlock is idempotent
                 await self._unlock(job, lock)
@@ -666,11 +660,23 @@ class RunEngine:
         token: int | None,
         jitter: timedelta | None,
         leader_run: bool,
-    ) -> RunOutcome:
+        need_outcome: bool = True,
+    ) -> RunOutcome | None:
         clock, opts = self._clock, job._opts
-        start = clock.now()
+        # Start and end times feed only outcomes, events, the monitor and the misfire
+        # check; reading the clock twice per run is a measurable share of its cost.
+        timed = (
+            need_outcome
+            or opts.misfire_grace is not None
+            or self._monitor is not None
+            or bool(opts.listeners)
+            or self._events.wants(JobStarted)
+            or self._events.wants(JobSucceeded)
+            or self._events.wants(JobFailed)
+        )
+        start = clock.now() if timed else tick
         lateness = timedelta(0)
-        if kind is not _RUN_NOW:
+        if timed and kind is not _RUN_NOW:
             lateness = start - tick - jitter if jitter is not None else start - tick
             grace = opts.misfire_grace
             # start_at="now" runs at activation for a tick that is past by design.
@@ -703,7 +709,7 @@ class RunEngine:
         job._run_count += 1
         if kind is not _RUN_NOW or job._last_run is None or tick > job._last_run:
             job._last_run = tick
-        run = _Run(job, tick, kind, ctx)
+        run = ctx
         if lock is not None:
             lock.on_lost(functools.partial(self._lost, run))
         if leader_run:
@@ -720,25 +726,33 @@ class RunEngine:
         error: BaseException | None = None
         try:
             if info.is_async:
-                with anyio.CancelScope() as scope:
-                    run.scope = ctx._cancel_scope = scope
+                if timer is None and lock is None and not leader_run:
+                    # Nothing but shutdown can cancel this run: no scope needed (it is the
+                    # costliest part of a run's overhead).
                     result = await (job._func(*args, **kwargs) if kwargs else job._func(*args))
-                if run.cause is not None:  # timed out or lost, even if the job swallowed it
-                    error = run.cause
+                else:
+                    with anyio.CancelScope() as scope:
+                        ctx._cancel_scope = scope
+                        result = await (job._func(*args, **kwargs) if kwargs else job._func(*args))
+                if run._cause is not None:  # timed out or lost, even if the job swallowed it
+                    error = run._cause
             else:
                 self._thread_runs.add(run)
                 result = await self._call_in_thread(job, args, kwargs)
-                if run.cause is not None:
-                    error = run.cause
+                if run._cause is not None:
+                    error = run._cause
         except Exception as exc:
             error = (
-                run.cause
-                if run.cause is not None and isinstance(exc, (anyio.get_cancelled_exc_class(),))
+                run._cause
+                if run._cause is not None and isinstance(exc, (anyio.get_cancelled_exc_class(),))
                 else exc
             )
         finally:
-            run.done = True
-            _current.reset(reset)
+            run._done = True
+            if kind is _RUN_NOW or not info.is_async:
+                # Scheduled async runs own their task (and its context copy); a reset
+                # there would be wasted work.
+                _current.reset(reset)
             if timer is not None:
                 timer()
             if leader_run:
@@ -746,7 +760,7 @@ class RunEngine:
             self._thread_runs.discard(run)
         if lock is not None:
             await self._unlock(job, lock)
-        end = clock.now()
+        end = clock.now() if timed else start
         if error is None:
             if self._wants(JobSucceeded, job):
                 self._emit_job(
@@ -758,7 +772,6 @@ class RunEngine:
                     end=end,
                     return_value=result,
                 )
-            outcome = RunOutcome(RunStatus.SUCCEEDED, tick, None, start, end, None, result)
         else:
             if self._logger.isEnabledFor(logging.INFO):
                 self._logger.info("run of %s at %s failed: %r", job._name or job._key, tick, error)
@@ -766,16 +779,19 @@ class RunEngine:
                 self._emit_job(
                     job, JobFailed, tick=tick, kind=kind, start=start, end=end, exception=error
                 )
-            outcome = RunOutcome(RunStatus.FAILED, tick, None, start, end, error)
         if self._monitor is not None:
             self._record(
                 job,
-                outcome.status.value,
+                "succeeded" if error is None else "failed",
                 None,
                 (end - start).total_seconds(),
                 lateness.total_seconds(),
             )
-        return outcome
+        if not need_outcome:  # nobody awaits it (scheduled runs): skip building it
+            return None
+        if error is None:
+            return RunOutcome(RunStatus.SUCCEEDED, tick, None, start, end, None, result)
+        return RunOutcome(RunStatus.FAILED, tick, None, start, end, error)
 
     async def _call_in_thread(
         self, job: Job, args: tuple[Any, ...], kwargs: dict[str, Any] | None
@@ -820,32 +836,32 @@ class RunEngine:
         return disarm
 
     def _timed_out(self, run: _Run) -> None:
-        if run.done:
+        if run._done:
             return
-        run.ctx._cancelled = True
-        run.cause = RunTimeout(
-            f"run of {run.job._name or run.job._key} at {run.tick.isoformat()} "
-            f"exceeded timeout={run.job._opts.timeout}"
+        run._cancelled = True
+        run._cause = RunTimeout(
+            f"run of {run._job._name or run._job._key} at {run._tick.isoformat()} "
+            f"exceeded timeout={run._job._opts.timeout}"
         )
-        if run.scope is not None:
-            run.scope.cancel()
+        if run._cancel_scope is not None:
+            run._cancel_scope.cancel()
 
     def _lost(self, run: _Run, exc: BaseException | None) -> None:
         """A run's lock or this instance's leadership was lost."""
-        if run.done:
+        if run._done:
             return
-        job = run.job
-        run.ctx._cancelled = True
-        self._logger.warning("lost the lock of %s at %s: %r", job._key, run.tick, exc)
+        job = run._job
+        run._cancelled = True
+        self._logger.warning("lost the lock of %s at %s: %r", job._key, run._tick, exc)
         if self._wants(LockLost, job):
-            self._emit_job(job, LockLost, tick=run.tick, kind=run.kind, exception=exc)
+            self._emit_job(job, LockLost, tick=run._tick, kind=run._kind, exception=exc)
         if job._opts.on_lock_lost == "cancel":
-            cause = LockLostError(f"lost the lock of {job._key} at {run.tick.isoformat()}")
+            cause = LockLostError(f"lost the lock of {job._key} at {run._tick.isoformat()}")
             if exc is not None:
                 cause.__cause__ = exc
-            run.cause = cause
-            if run.scope is not None:
-                run.scope.cancel()
+            run._cause = cause
+            if run._cancel_scope is not None:
+                run._cancel_scope.cancel()
 
     def _cancel_leader_runs(self, exc: BaseException | None) -> None:
         for run in list(self._elector_runs):

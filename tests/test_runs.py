@@ -126,6 +126,10 @@ async def pause(clock: VirtualClock, seconds: float) -> None:
     await clock.sleep_until(clock.monotonic() + seconds)
 
 
+def noop() -> None:
+    pass
+
+
 def record_into(target: list[Any]) -> Callable[..., Awaitable[None]]:
     async def job(ctx: RunContext) -> None:
         target.append(ctx)
@@ -319,22 +323,28 @@ class TestJobFunctions:
         await clock.advance(minutes=1)
         assert errors == ["tick", "cancelled", "extra"]
 
-    async def test_async_runs_expose_their_cancel_scope_plain_runs_none(
+    async def test_cancellable_async_runs_expose_their_cancel_scope(
         self, scheduler: Scheduler, clock: VirtualClock
     ) -> None:
-        """ctx.cancel_scope is the async run's scope (for inspection); None in a thread."""
+        """ctx.cancel_scope is the scope of an async run that a timeout can cancel; None
+        for a run only shutdown can cancel, and in a thread."""
         scopes: dict[str, Any] = {}
 
-        async def async_job(ctx: RunContext) -> None:
-            scopes["async"] = ctx.cancel_scope
+        async def timed_job(ctx: RunContext) -> None:
+            scopes["timed"] = ctx.cancel_scope
+
+        async def plain_async_job(ctx: RunContext) -> None:
+            scopes["untimed"] = ctx.cancel_scope
 
         def plain_job(ctx: RunContext) -> None:
             scopes["plain"] = ctx.cancel_scope
 
-        scheduler.add_job(async_job, every(minutes=1))
-        scheduler.add_job(plain_job, every(minutes=1))
+        scheduler.add_job(timed_job, every(minutes=1), timeout=30)
+        scheduler.add_job(plain_async_job, every(minutes=1))
+        scheduler.add_job(plain_job, every(minutes=1), timeout=30)
         await clock.advance(minutes=1)
-        assert isinstance(scopes["async"], anyio.CancelScope)
+        assert isinstance(scopes["timed"], anyio.CancelScope)
+        assert scopes["untimed"] is None
         assert scopes["plain"] is None
 
     async def test_current_run_is_visible_in_async_jobs_and_worker_threads(
@@ -595,6 +605,57 @@ class TestSubscriptions:
         assert order == ["JobStarted", "JobSucceeded"] * 2
 
 
+class TestDelivery:
+    async def test_a_slow_callback_never_delays_runs(
+        self, scheduler: Scheduler, clock: VirtualClock
+    ) -> None:
+        """Delivery is outside the run pipeline: a blocked async callback holds no run back."""
+        gate = asyncio.Event()
+        delivered: list[datetime] = []
+
+        async def slow(event: JobStarted) -> None:
+            await gate.wait()
+            delivered.append(event.tick)
+
+        scheduler.subscribe(slow, JobStarted)
+        ran: list[RunContext] = []
+        scheduler.add_job(record_into(ran), every(minutes=1))
+        await clock.advance(minutes=3)
+        assert [c.tick for c in ran] == [at(1), at(2), at(3)]
+        assert delivered == []
+        gate.set()
+        await clock.advance(seconds=1)
+        assert delivered == [at(1), at(2), at(3)]
+
+    async def test_callbacks_run_outside_the_run(
+        self, scheduler: Scheduler, clock: VirtualClock
+    ) -> None:
+        """Callbacks are not called inside a run: current_run() is None there."""
+        seen: list[RunContext | None] = []
+        scheduler.subscribe(lambda e: seen.append(current_run()), JobStarted, JobSucceeded)
+        scheduler.add_job(lambda: None, every(minutes=1))
+        await clock.advance(minutes=1)
+        assert seen == [None, None]
+
+    async def test_a_full_queue_drops_the_oldest_events_with_a_warning(
+        self, clock: VirtualClock, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """Past 10,000 queued events the oldest are dropped and the drop is logged."""
+        scheduler = Scheduler(clock=clock)
+        rec = Recorder()
+        scheduler.subscribe(rec, JobAdded)
+        jobs = [scheduler.add_job(noop, every(hours=1)) for _ in range(10_005)]
+        with caplog.at_level(logging.WARNING, logger="asyncron"):
+            await scheduler.start()
+            try:
+                await clock.advance(0)
+            finally:
+                await shut_down(scheduler, clock)
+        assert len(rec.events) == 10_000
+        assert [e.job_id for e in rec.events] == [j.id for j in jobs[5:]]  # type: ignore[attr-defined]
+        assert any("dropped" in r.getMessage() for r in caplog.records)
+
+
 class TestEventCost:
     EVENT_TYPES = (
         events_module.JobAdded,
@@ -732,6 +793,46 @@ class TestRunNow:
         await clock.advance(seconds=1)
         (skipped,) = rec.events
         assert skipped.kind is RunKind.RUN_NOW  # type: ignore[attr-defined]
+
+    async def test_waits_its_turn_with_overlap_wait(
+        self, scheduler: Scheduler, clock: VirtualClock
+    ) -> None:
+        """With overlap="wait" run_now queues behind the run in progress, then runs."""
+        gate = asyncio.Event()
+        kinds: list[RunKind] = []
+
+        async def job(ctx: RunContext) -> None:
+            kinds.append(ctx.kind)
+            await gate.wait()
+
+        handle = scheduler.add_job(job, every(hours=1), overlap="wait")
+        await clock.advance(hours=1)
+        task = asyncio.create_task(handle.run_now())
+        await clock.advance(seconds=1)
+        assert scheduler.waiting_runs == 1
+        assert not task.done()
+        gate.set()
+        await clock.advance(seconds=1)
+        assert (await task).status is RunStatus.SUCCEEDED
+        assert kinds == [RunKind.SCHEDULED, RunKind.RUN_NOW]
+
+    async def test_obeys_the_global_limit(self, start: Factory, clock: VirtualClock) -> None:
+        """At max_concurrent_jobs in skip mode run_now is refused as concurrency_limit."""
+        scheduler = await start(max_concurrent_jobs=1, concurrency_mode="skip")
+        gate = asyncio.Event()
+
+        async def busy() -> None:
+            await gate.wait()
+
+        scheduler.add_job(busy, every(minutes=1), name="busy")
+        other = scheduler.add_job(noop, every(hours=1), name="other")
+        await clock.advance(minutes=1)
+        outcome = await other.run_now()
+        gate.set()
+        assert (outcome.status, outcome.reason) == (
+            RunStatus.SKIPPED,
+            SkipReason.CONCURRENCY_LIMIT,
+        )
 
     async def test_keeps_next_run_and_limit_runs_but_counts_the_run(
         self, scheduler: Scheduler, clock: VirtualClock
