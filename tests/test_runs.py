@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import random
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -1287,6 +1288,26 @@ class TestLocker:
         await clock.advance(seconds=0.5)
         assert [c.tick for c in ran] == [at(2)]
 
+    async def test_jittered_tick_is_claimed_after_the_delay(
+        self, start: Factory, clock: VirtualClock
+    ) -> None:
+        """With jitter the claim is taken when the delay ends, not at the tick."""
+        locker = MemoryLocker()
+        scheduler = await start(locker=locker, random=random.Random(1))
+        ran: list[datetime] = []
+
+        async def job(ctx: RunContext) -> None:
+            ran.append(clock.now())
+
+        scheduler.add_job(job, every(minutes=1), name="spread", jitter=30)
+        await clock.advance(minutes=1)
+        assert ran == []
+        assert "spread" not in locker.claimed
+        await clock.advance(seconds=30)
+        assert len(ran) == 1
+        assert at(1) < ran[0] <= at(1, 30)
+        assert locker.claimed["spread"] == at(1)
+
     async def test_distributed_false_ignores_the_locker(
         self, start: Factory, clock: VirtualClock
     ) -> None:
@@ -1348,6 +1369,19 @@ class TestElector:
         elector.set_leader(True)
         await clock.advance(minutes=1)
         assert [c.fencing_token for c in ran] == [1, 2]
+
+    async def test_a_follower_that_becomes_leader_runs_the_next_ticks(
+        self, start: Factory, clock: VirtualClock
+    ) -> None:
+        """Gaining leadership lets coordinated ticks run from then on."""
+        elector = MemoryElector(leader=False)
+        scheduler = await start(elector=elector)
+        ran: list[RunContext] = []
+        scheduler.add_job(record_into(ran), every(minutes=1), name="c")
+        await clock.advance(minutes=1)
+        elector.set_leader(True)
+        await clock.advance(minutes=1)
+        assert [(c.tick, c.fencing_token) for c in ran] == [(at(2), 1)]
 
     async def test_run_now_on_a_follower_is_skipped_as_not_leader(
         self, start: Factory, clock: VirtualClock
