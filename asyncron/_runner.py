@@ -759,6 +759,15 @@ class RunEngine:
                 self._elector_runs.discard(run)
             self._thread_runs.discard(run)
         if lock is not None:
+            record = getattr(lock, "record_outcome", None)
+            if record is not None:  # a backend with run history (PostgreSQL)
+                try:
+                    await record(
+                        "succeeded" if error is None else "failed",
+                        None if error is None else repr(error),
+                    )
+                except Exception as exc:
+                    self._logger.warning("recording the outcome of %s failed: %r", job._key, exc)
             await self._unlock(job, lock)
         end = clock.now() if timed else start
         if error is None:

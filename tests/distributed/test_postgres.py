@@ -530,3 +530,39 @@ class TestPostgresElector:
             await lock.unlock()
             assert await elector.last_ticks(["job", "none"]) == {"job": tick(2)}
             assert abs(await elector.server_time() - datetime.now(UTC)) < timedelta(seconds=1)
+
+
+@pytest.mark.external_service
+class TestSchedulerHistory:
+    """The scheduler records each run's outcome in the PostgreSQL history table."""
+
+    async def test_scheduled_runs_leave_their_outcome_and_error_in_the_history(
+        self, open_locker: Callable[..., Awaitable[Any]], admin: Any, prefix: str
+    ) -> None:
+        """A succeeding and a failing job each leave one row per tick with their outcome."""
+        from asyncron import JobFailed, JobSucceeded, Scheduler, every
+
+        locker = await open_locker()
+        done: asyncio.Queue[Any] = asyncio.Queue()
+
+        async def fine() -> None:
+            pass
+
+        async def broken() -> None:
+            raise ValueError("boom")
+
+        scheduler = Scheduler(locker=locker)
+        scheduler.subscribe(done.put_nowait, JobSucceeded, JobFailed)
+        scheduler.add_job(fine, every(seconds=1), name="fine")
+        scheduler.add_job(broken, every(seconds=1), name="broken")
+        async with scheduler:
+            events = [await asyncio.wait_for(done.get(), 10) for _ in range(2)]
+        assert {type(e) for e in events} == {JobSucceeded, JobFailed}
+        rows = {row["job"]: row for row in await history(admin, prefix)}
+        assert rows["fine"]["outcome"] == "succeeded" and rows["fine"]["error"] is None
+        assert rows["broken"]["outcome"] == "failed"
+        assert "ValueError('boom')" in rows["broken"]["error"]
+        ticks = {e.job_name: to_us(e.tick) for e in events}
+        for job in ("fine", "broken"):
+            assert rows[job]["ended_at"] is not None
+            assert rows[job]["tick"] == ticks[job]
