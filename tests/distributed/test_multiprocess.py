@@ -332,7 +332,7 @@ def test_clocks_offset_by_two_seconds_still_run_each_tick_once(
     url = service_url(request, backend, tmp_path)
     with cluster(tmp_path, backend, url, jobs=50, offsets=(-2.0, 0.0, 2.0)) as group:
         ready = group.wait_ready()
-        time.sleep(12)
+        time.sleep(10)
         stopped = group.stop()
         runs = group.runs()
         check_once(
@@ -360,7 +360,7 @@ def test_electors_run_everything_on_one_leader(
     url = service_url(request, backend, tmp_path)
     with cluster(tmp_path, backend, url, jobs=20) as group:
         ready = group.wait_ready()
-        time.sleep(8)
+        time.sleep(7)
         stopped = group.stop()
         runs = group.runs()
         check_once(
@@ -489,6 +489,11 @@ def test_a_leader_frozen_past_its_deadline_acts_on_nothing_when_resumed(
         )
         assert not late, f"the frozen leader ran in its old term after its deadline: {late[:5]}"
         assert not after_resume, f"runs of the old term after SIGCONT: {after_resume[:5]}"
+        if backend == "redis-elector":
+            # The lease expires on the server: another instance leads during the freeze.
+            # (A frozen PostgreSQL leader keeps its connection, and so its advisory lock,
+            # open until it resumes: no takeover is asserted there; see the report line.)
+            assert gains and gains[0]["wall"] - stopped_at <= ttl + 1.0, gains[:1]
 
 
 def _start_redis(port: int | None = None, directory: str | None = None) -> Any:
