@@ -741,6 +741,11 @@ class RunEngine:
                 result = await self._call_in_thread(job, args, kwargs)
                 if run._cause is not None:
                     error = run._cause
+        except asyncio.CancelledError as exc:
+            current = asyncio.current_task()
+            if current is None or current.cancelling():
+                raise  # shutdown cancels this run
+            error = exc  # the job's own (an awaited future was cancelled): a failure
         except Exception as exc:
             error = (
                 run._cause
