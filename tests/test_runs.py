@@ -392,6 +392,50 @@ class TestJobFunctions:
         assert "async def" in str(failed.exception)
         assert awaited == []
 
+    async def test_a_cancelled_error_raised_by_the_job_is_a_failure(
+        self, scheduler: Scheduler, clock: VirtualClock
+    ) -> None:
+        """A job whose awaited future was cancelled fails with JobFailed(CancelledError)."""
+        rec = Recorder()
+        scheduler.subscribe(rec, JobFailed, JobSucceeded)
+
+        async def job() -> None:
+            future = asyncio.get_running_loop().create_future()
+            future.cancel()
+            await future
+
+        handle = scheduler.add_job(job, every(minutes=1))
+        await clock.advance(minutes=1)
+        outcome = await handle.run_now()
+        assert outcome.status is RunStatus.FAILED
+        assert isinstance(outcome.exception, asyncio.CancelledError)
+        await clock.advance(seconds=1)
+        assert [type(e) for e in rec.events] == [JobFailed, JobFailed]
+        assert isinstance(rec.events[0].exception, asyncio.CancelledError)  # type: ignore[attr-defined]
+
+    async def test_shutdown_still_cancels_runs_after_stop_timeout(
+        self, clock: VirtualClock
+    ) -> None:
+        """A run still going at the end of stop_timeout is cancelled by shutdown."""
+        scheduler = Scheduler(clock=clock, stop_timeout=5)
+        cancelled: list[datetime] = []
+
+        async def job() -> None:
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                cancelled.append(clock.now())
+                raise
+
+        scheduler.add_job(job, every(minutes=1))
+        await scheduler.start()
+        await clock.advance(minutes=1)
+        stopping = asyncio.create_task(scheduler.shutdown())
+        await clock.advance(seconds=6)
+        await stopping
+        assert cancelled == [at(1, 5)]
+        assert scheduler.state == "shut_down"
+
     async def test_raising_job_fails_and_the_scheduler_keeps_running(
         self, scheduler: Scheduler, clock: VirtualClock
     ) -> None:
