@@ -73,22 +73,7 @@ class TestAll:
         missing = [name for name in module.__all__ if not hasattr(module, name)]
         assert missing == []
 
-    @pytest.mark.parametrize(
-        "module_name",
-        [
-            pytest.param(
-                name,
-                marks=pytest.mark.xfail(
-                    strict=True,
-                    reason="asyncron/__init__.py lists SchedulerStopped before "
-                    "SchedulerStateError (RUF022 is ignored in pyproject.toml)",
-                ),
-            )
-            if name == "asyncron"
-            else name
-            for name in all_modules()
-        ],
-    )
+    @pytest.mark.parametrize("module_name", all_modules())
     def test_all_is_sorted(self, module_name: str) -> None:
         """``__all__`` is sorted isort-style: constants, then classes, then functions."""
         exported = getattr(importlib.import_module(module_name), "__all__", ())
