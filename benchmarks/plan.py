@@ -193,8 +193,8 @@ def _quick_cases() -> list[Case]:
 def _full_cases() -> list[Case]:
     """The issue's sizes and windows, repeats trimmed to stay under 30 minutes on 2 cores.
 
-    add_cost 1k/10k, lateness and burst: 3 repeats; add_cost 100k, idle_cpu,
-    cron_next and distributed N=1k: 2; distributed N=100 and soak: 1.
+    add_cost 1k/10k, lateness and burst: 3 repeats; idle_cpu, cron_next and
+    distributed N=1k: 2; add_cost 100k, distributed N=100 and soak: 1.
     """
     return _scheduler_cases(
         add_ns=(1_000, 10_000, 100_000),
@@ -211,7 +211,7 @@ def _full_cases() -> list[Case]:
         soak_scheds=("asyncron",),
         reps={
             "add_cost": 3,
-            "add_cost_100k": 2,
+            "add_cost_100k": 1,
             "lateness": 3,
             "burst": 3,
             "idle_cpu": 2,

@@ -6,6 +6,7 @@ import contextlib
 import json
 import math
 import os
+import select
 import subprocess
 import sys
 import time
@@ -50,11 +51,17 @@ def _finish(proc: subprocess.Popen[str], timeout: float, log: Path) -> dict[str,
     return {"error": f"exit {proc.returncode}: {tail[:300]}"}
 
 
-def _start_window(procs: list[subprocess.Popen[str]]) -> None:
-    """Wait until every instance is READY, then send them all one window start."""
+def _start_window(procs: list[subprocess.Popen[str]], timeout: float) -> None:
+    """Wait until every instance is READY, then send them all one window start.
+
+    An instance that dies or says nothing within ``timeout`` s stops the wait; the
+    others still get a window, and ``_finish`` reports what went wrong.
+    """
+    deadline = time.monotonic() + timeout
     for proc in procs:
         assert proc.stdout is not None
-        line = proc.stdout.readline()  # "" if it died; _finish reports why
+        ready, _, _ = select.select([proc.stdout], [], [], max(0.0, deadline - time.monotonic()))
+        line = proc.stdout.readline() if ready else ""  # "" if it died
         if line.strip() != "READY":
             break
     window_start = math.ceil(time.time() + 1.0)
@@ -108,7 +115,7 @@ def run_one(case: Case, scheduler: str, log: Path) -> dict[str, Any]:
         for _ in range(case.instances)
     ]
     if params.get("sync"):
-        _start_window(procs)
+        _start_window(procs, case.timeout / 2)
     results = [_finish(p, case.timeout, log) for p in procs]
     if case.scenario == "distributed":
         return _merge_instances(case, results)
