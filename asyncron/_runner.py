@@ -241,7 +241,9 @@ class RunEngine:
         for t in ticks:
             self._submit(job, t, _SCHEDULED, None)
         if nxt is None and not opts.from_completion:
-            self._retire_exhausted(job)
+            # Ticks still queued are within bounds and must run: _release retires it then.
+            if not job._waiting and not any(e[0] is job for e in self._global_waiting):
+                self._retire_exhausted(job)
 
     def _walk_missed(
         self, job: Job, tick: datetime, now: datetime
@@ -390,6 +392,14 @@ class RunEngine:
             self._waiting_count -= 1
             job._active += 1
             self._admit(job, tick, kind, future)
+        if (
+            job._next_tick is None
+            and not job._active
+            and not job._waiting
+            and not job._removed
+            and not job._opts.from_completion
+        ):
+            self._retire_exhausted(job)  # its schedule ended while ticks were queued or running
 
     @staticmethod
     def _resolve(future: asyncio.Future[RunOutcome] | None, outcome: RunOutcome) -> None:
@@ -527,6 +537,47 @@ class RunEngine:
                 await clock.sleep_until(clock.monotonic() + delay)
                 delay = min(delay * 2, 2.0)
 
+    async def _claim(
+        self, job: Job, claim: Callable[..., Any], tick: datetime, kind: RunKind
+    ) -> RunOutcome | None:
+        """Claim ``tick`` in the elector's ledger; None once claimed by a leader still.
+
+        Backend errors defer the tick like a locker's (design §4): LockFailed once, then
+        retries with backoff while the tick is within misfire_grace (and, with coalesce,
+        no later tick is due) and this instance still leads."""
+        assert self._elector is not None
+        clock = self._clock
+        delay = 0.1
+        failed = False
+        while True:
+            try:
+                await claim(job._key, tick)
+            except LockNotAcquired as exc:
+                return self._refused(job, tick, kind, exc)
+            except Exception as exc:
+                if not failed:
+                    failed = True
+                    self._logger.warning("claim failed for %s at %s: %r", job._key, tick, exc)
+                    if self._wants(LockFailed, job):
+                        self._emit_job(job, LockFailed, tick=tick, exception=exc)
+                retry_at = clock.now() + timedelta(seconds=delay)
+                grace = job._opts.misfire_grace
+                nxt = job._next_tick
+                if (grace is not None and retry_at - tick > grace) or (
+                    job._opts.coalesce and nxt is not None and nxt <= retry_at
+                ):
+                    self._missed(job, MissReason.BACKEND_UNAVAILABLE, tick, tick)
+                    return RunOutcome(RunStatus.SKIPPED, tick, MissReason.BACKEND_UNAVAILABLE)
+                await clock.sleep_until(clock.monotonic() + delay)
+                delay = min(delay * 2, 2.0)
+                if self._elector.leadership() is None:
+                    return self._skip(job, tick, kind, SkipReason.NOT_LEADER)
+                continue
+            # Leadership may have ended while the claim was in flight (a paused process).
+            if self._elector.leadership() is None:
+                return self._skip(job, tick, kind, SkipReason.NOT_LEADER)
+            return None
+
     @staticmethod
     def _waits_for_lock(
         job: Job, tick: datetime | None, kind: RunKind, exc: LockNotAcquired
@@ -611,16 +662,9 @@ class RunEngine:
                 leader_run = True
                 claim = getattr(self._elector, "claim", None)
                 if locker is None and claim is not None and kind is not _RUN_NOW:
-                    try:
-                        await claim(job._key, tick)
-                    except LockNotAcquired as exc:
-                        return self._refused(job, tick, kind, exc)
-                    except Exception as exc:
-                        self._logger.warning("claim failed for %s at %s: %r", job._key, tick, exc)
-                        if self._wants(LockFailed, job):
-                            self._emit_job(job, LockFailed, tick=tick, exception=exc)
-                        self._missed(job, MissReason.BACKEND_UNAVAILABLE, tick, tick)
-                        return RunOutcome(RunStatus.SKIPPED, tick, MissReason.BACKEND_UNAVAILABLE)
+                    refused = await self._claim(job, claim, tick, kind)
+                    if refused is not None:
+                        return refused
             if locker is not None:
                 if lock_result is None:
                     acquired = await self._acquire(
