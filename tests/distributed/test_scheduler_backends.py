@@ -293,3 +293,59 @@ async def test_fencing_token_is_the_locks_token_and_increases(server: tuple[str,
     assert all(token == stored for token, stored in seen), seen
     assert all(isinstance(t, int) for t in tokens)
     assert tokens == sorted(set(tokens)), tokens  # strictly increasing
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+@pytest.mark.filterwarnings("ignore::ResourceWarning")
+async def test_an_elector_claim_failing_in_an_outage_is_deferred_not_dropped() -> None:
+    """Under a RedisElector (which claims each tick in its ledger), a Redis outage
+    shorter than the lease makes the claims fail: each affected run emits
+    ``LockFailed`` and is deferred (design §4), then runs once Redis is back — with
+    misfire_grace, coalesce=False and overlap="wait" no tick is lost or doubled."""
+    from asyncron.distributed.redis import RedisElector
+
+    try:
+        server = _start_redis(free_port())
+    except (FileNotFoundError, RuntimeError, OSError):
+        unavailable("redis-server (for the outage test)")
+    pid, directory = server.pid, server.directory
+    port = int(server.url.rsplit(":", 1)[1].split("/")[0])
+    events = Events()
+    ran: list[datetime] = []
+
+    async def job(ctx: RunContext) -> None:
+        ran.append(ctx.tick)
+
+    scheduler = Scheduler(elector=RedisElector(server.url, prefix=_prefix(), ttl=8))
+    scheduler.subscribe(events, JobStarted, LockFailed, JobMissed)
+    scheduler.add_job(
+        job,
+        every(seconds=1),
+        name="led",
+        misfire_grace=10,
+        coalesce=False,
+        overlap="wait",
+    )
+    try:
+        async with scheduler:
+            await events.wait(lambda e: isinstance(e, JobStarted), 5, "a first run")
+            first = ran[0]
+            _stop_redis(pid)
+            await events.wait(lambda e: isinstance(e, LockFailed), 5, "LockFailed")
+            await asyncio.sleep(1)
+            pid = _start_redis(port, directory).pid
+            up = datetime.now(UTC)
+            await events.wait(
+                lambda e: isinstance(e, JobStarted) and e.tick > up, 10, "a run after recovery"
+            )
+            last = max(ran)
+    finally:
+        _stop_redis(pid)
+        import shutil
+
+        shutil.rmtree(directory, ignore_errors=True)
+    expected = [
+        first + timedelta(seconds=i) for i in range(int((last - first).total_seconds()) + 1)
+    ]
+    assert sorted(ran) == expected, f"missing {sorted(set(expected) - set(ran))}"
+    assert not events.of(JobMissed), events.of(JobMissed)
