@@ -73,9 +73,7 @@ async def main() -> None:
     scheduler.add_job(
         wall_time, weekly(on=now.weekday(), at=soon[1]), args=("weekly",), name="weekly"
     )
-    scheduler.add_job(
-        wall_time, monthly(on=now.day, at=soon[2]), args=("monthly",), name="monthly"
-    )
+    scheduler.add_job(wall_time, monthly(on=now.day, at=soon[2]), args=("monthly",), name="monthly")
     scheduler.add_job(flaky, once(now + timedelta(seconds=2.5)), name="one-off")
 
     counts: dict[str, int] = {}
