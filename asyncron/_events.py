@@ -6,6 +6,7 @@ import asyncio
 import enum
 import inspect
 import logging
+import threading
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
@@ -308,6 +309,8 @@ class EventDispatcher:
         self._wanted: dict[type[Event], bool] = {}
         self._dropped = 0
         self._wakeup: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: int | None = None
         self._task: asyncio.Task[None] | None = None
         self.monitor: Monitor | None = None
 
@@ -352,11 +355,16 @@ class EventDispatcher:
                     self._dropped,
                 )
         self._queue.append((event, callbacks))
-        if self._wakeup is not None:
-            self._wakeup.set()
+        wakeup = self._wakeup
+        if wakeup is not None:
+            if threading.get_ident() == self._thread:
+                wakeup.set()
+            elif self._loop is not None:  # e.g. add_job in a worker thread
+                self._loop.call_soon_threadsafe(wakeup.set)
 
     def start(self) -> None:
         self._wakeup = asyncio.Event()
+        self._loop, self._thread = asyncio.get_running_loop(), threading.get_ident()
         if self._queue:
             self._wakeup.set()
         self._task = asyncio.get_running_loop().create_task(self._drain(), name="asyncron.events")
