@@ -426,6 +426,32 @@ class TestRegistry:
         await clock.advance(minutes=1)
         assert rec.calls == [T0 + timedelta(minutes=2)]
 
+    async def test_add_job_from_a_worker_thread_emits_thread_safely(
+        self, running: Scheduler, clock: VirtualClock
+    ) -> None:
+        """JobAdded for a job added from a worker thread is handed to the loop thread
+        safely: asyncio's debug mode (which rejects cross-thread calls) stays quiet."""
+        loop = asyncio.get_running_loop()
+        events = collect(running, JobAdded)
+        errors: list[BaseException] = []
+
+        def spawner() -> None:
+            try:
+                running.add_job(noop, every(minutes=1), name="spawned")
+            except BaseException as exc:
+                errors.append(exc)
+
+        loop.set_debug(True)
+        try:
+            running.add_job(spawner, once(T0 + timedelta(minutes=1)))
+            await clock.advance(minutes=1)
+            running.add_job(noop, every(minutes=1), name="later")
+            await clock.advance(0)
+        finally:
+            loop.set_debug(False)
+        assert errors == []
+        assert [e.job_name for e in events] == [None, "spawned", "later"]
+
     async def test_waiting_runs_counts_queued_ticks(
         self, running: Scheduler, clock: VirtualClock
     ) -> None:
