@@ -6,6 +6,7 @@ import asyncio
 import importlib.util
 import itertools
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from types import ModuleType
 
@@ -13,7 +14,7 @@ import httpx
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from asyncron import SchedulerState, every, pytest_plugin
+from asyncron import Scheduler, SchedulerState, every, pytest_plugin
 from asyncron.testing import VirtualClock
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -148,6 +149,20 @@ class TestAiohttpExample:
 
 
 class TestPytestFixtures:
+    @pytest.fixture
+    def asyncron_clock_start(self) -> datetime:
+        """Overrides the plugin's start time for this class."""
+        return datetime(2026, 3, 23, 6, tzinfo=UTC)
+
+    async def test_fixtures_share_the_clock_and_honour_the_start(
+        self, asyncron_clock: VirtualClock, asyncron_scheduler: Scheduler
+    ) -> None:
+        """The scheduler fixture runs on the clock fixture, which starts where
+        ``asyncron_clock_start`` says."""
+        assert asyncron_clock.now() == datetime(2026, 3, 23, 6, tzinfo=UTC)
+        assert asyncron_scheduler.clock is asyncron_clock
+        assert asyncron_scheduler.state is SchedulerState.RUNNING
+
     async def test_teardown_with_a_run_waiting_on_the_clock(self) -> None:
         """A test that ends while a run waits on the virtual clock still tears down: the
         fixture moves the clock through stop_timeout instead of waiting forever."""
