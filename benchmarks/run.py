@@ -83,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     RESULTS_DIR.mkdir(exist_ok=True)
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     log = RESULTS_DIR / f"{args.tag}.log"
+    raw_path = RESULTS_DIR / f"raw-{stamp}.json"
     log.write_text("")
     meta: dict[str, Any] = {
         "mode": "quick" if quick else "full",
@@ -119,13 +120,15 @@ def main(argv: list[str] | None = None) -> int:
                 "result": result,
             }
         )
+        # Keep what is measured so far, should the run be interrupted.
+        raw_path.write_text(json.dumps({"meta": meta, "measurements": measurements}, default=str))
     meta["duration_s"] = time.perf_counter() - t0
     meta["loadavg_after"] = _loadavg()
     meta["versions"] = _versions(measurements)
     rows = summarise(measurements)
     document = {"meta": meta, "measurements": measurements, "summary": rows}
     text = json.dumps(document, indent=1, default=str)
-    (RESULTS_DIR / f"raw-{stamp}.json").write_text(text)
+    raw_path.write_text(text)
     (RESULTS_DIR / f"{args.tag}.json").write_text(text)
     markdown = render_markdown(meta, rows)
     (RESULTS_DIR / f"{args.tag}.md").write_text(markdown)
