@@ -576,7 +576,9 @@ class Scheduler(RunEngine):
         ticks: list[datetime] = []
         tick = job.next_run
         saved = self._random
-        self._random = _random.Random(saved.random()) if not job._schedule.is_pure else saved
+        if not job._schedule.is_pure:  # preview on a copy: the real draws stay the same
+            self._random = _random.Random()
+            self._random.setstate(saved.getstate())
         try:
             while tick is not None and len(ticks) < n:
                 ticks.append(tick)
