@@ -8,6 +8,7 @@ import functools
 import inspect
 import logging
 import os
+import random
 import signal
 import threading
 import time
@@ -630,6 +631,34 @@ class TestJobHandle:
                 method()
         with pytest.raises(JobLookupError):
             running.update_job(job, every(minutes=2))
+
+    async def test_next_runs_of_random_every_leaves_the_draws_alone(
+        self, clock: VirtualClock
+    ) -> None:
+        """Previewing a random_every job neither changes a seeded scheduler's draws nor
+        differs from the ticks that then run."""
+
+        async def ticks_with(preview: bool) -> tuple[list[datetime], list[datetime]]:
+            own_clock = VirtualClock(T0)
+            scheduler = Scheduler(clock=own_clock, random=random.Random(42))
+            seen: list[datetime] = []
+
+            async def job(ctx: asyncron.RunContext) -> None:
+                seen.append(ctx.tick)
+
+            handle = scheduler.add_job(job, random_every(10, 20))
+            previewed: list[datetime] = []
+            async with scheduler:
+                await own_clock.advance(30)
+                if preview:
+                    previewed = handle.next_runs(3)
+                await own_clock.advance(100)
+            return seen, previewed
+
+        plain, _ = await ticks_with(False)
+        seen, previewed = await ticks_with(True)
+        assert seen == plain
+        assert previewed == [t for t in seen if t > T0 + timedelta(seconds=30)][:3]
 
     def test_next_runs_rejects_negative(self, scheduler: Scheduler) -> None:
         """next_runs(n) needs n >= 0."""
