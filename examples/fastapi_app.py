@@ -10,7 +10,7 @@ is not a dependency of asyncron: ``pip install uvicorn``), then try::
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import FastAPI, HTTPException
@@ -26,7 +26,7 @@ cache: dict[str, datetime] = {}
 @scheduler.job(every(minutes=5), name="refresh-cache", tags={"cache"})
 async def refresh_cache() -> str:
     """An async job: it runs on the event loop, next to the request handlers."""
-    cache["refreshed_at"] = datetime.now()
+    cache["refreshed_at"] = datetime.now(UTC)
     return "refreshed"
 
 
