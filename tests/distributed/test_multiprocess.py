@@ -231,6 +231,7 @@ def check_once(
     report(
         name,
         runs=len(runs),
+        late_runs_over_1s=sum(r["wall"] - r["tick"] / US > 1 for r in runs),
         pids=dict(Counter(r["pid"] for r in runs)),
         window_ticks=len(ticks),
         duplicates=len(dups),
@@ -289,6 +290,18 @@ def current_leader(group: Cluster) -> dict[str, Any] | None:
 
 # ---------------------------------------------------------------------------------- tests
 
+CATCH_UP = ("--misfire-grace", "10", "--no-coalesce", "--overlap-wait")
+"""Every tick runs, even late: a grace longer than any outage or stall here, no
+coalescing (each missed tick runs), and a tick whose previous run is still going
+(here or on another instance: ``LockHeld``) waits for it instead of being skipped.
+
+With the defaults (``overlap="skip"``) a worker stalled for over a second — CPU
+starvation on a busy 2-core CI machine does that — still holds its run locks when
+the next tick is due, and the instance that claimed that tick skips it as
+``lock_held``: reported, never run twice, but not run. The elector test below runs
+with the defaults."""
+
+
 LOCKERS = [
     pytest.param("redis-locker", marks=REDIS, id="redis"),
     pytest.param("postgres-locker", marks=POSTGRES, id="postgres"),
@@ -306,9 +319,9 @@ def test_three_instances_fifty_jobs_every_tick_exactly_once(
     backend: str, request: pytest.FixtureRequest, tmp_path: Path
 ) -> None:
     """3 instances x 50 jobs every second for 20 s under a locker: every (job, tick)
-    ran exactly once, and none is missing after a warm-up of 3 s."""
+    ran exactly once, and none is missing after a warm-up of 3 s (see CATCH_UP)."""
     url = service_url(request, backend, tmp_path)
-    with cluster(tmp_path, backend, url, jobs=50) as group:
+    with cluster(tmp_path, backend, url, jobs=50, options=CATCH_UP) as group:
         ready = group.wait_ready()
         time.sleep(20)
         stopped = group.stop()
@@ -330,7 +343,9 @@ def test_clocks_offset_by_two_seconds_still_run_each_tick_once(
     refuses a tick already claimed by an instance ahead in time, so each tick still
     runs once and none is lost."""
     url = service_url(request, backend, tmp_path)
-    with cluster(tmp_path, backend, url, jobs=50, offsets=(-2.0, 0.0, 2.0)) as group:
+    with cluster(
+        tmp_path, backend, url, jobs=50, offsets=(-2.0, 0.0, 2.0), options=CATCH_UP
+    ) as group:
         ready = group.wait_ready()
         time.sleep(10)
         stopped = group.stop()
@@ -347,9 +362,12 @@ def test_clocks_offset_by_two_seconds_still_run_each_tick_once(
             f"skewed {backend}",
             share_of_instance_ahead=f"{sum(r['pid'] == ahead for r in runs)}/{len(runs)}",
         )
+        # One round-trip-corrected sample at start: a worker stalled during it (a busy
+        # CI machine) is off by up to half the stall, hence the loose bound.
         skews = {r["pid"]: r["seconds"] for r in group.records("skew")}
+        report(f"skewed {backend}", measured_skews=sorted(skews.values()))
         for worker in group.workers:
-            assert skews[worker.pid] == pytest.approx(worker.offset, abs=0.5)
+            assert skews[worker.pid] == pytest.approx(worker.offset, abs=1.0)
 
 
 @pytest.mark.parametrize("backend", ELECTORS)
@@ -360,7 +378,7 @@ def test_electors_run_everything_on_one_leader(
     url = service_url(request, backend, tmp_path)
     with cluster(tmp_path, backend, url, jobs=20) as group:
         ready = group.wait_ready()
-        time.sleep(7)
+        time.sleep(5)
         stopped = group.stop()
         runs = group.runs()
         check_once(
@@ -371,11 +389,6 @@ def test_electors_run_everything_on_one_leader(
             len(group.records("leader")) + len([r for r in group.records("ready") if r["leader"]])
             >= 1
         )
-
-
-CATCH_UP = ("--misfire-grace", "10", "--no-coalesce", "--overlap-wait")
-"""Catch-up of every missed tick: a grace longer than any outage here, no coalescing
-(each missed tick runs, in order), and overlapping ticks queue instead of skipping."""
 
 
 @pytest.mark.parametrize("backend", ELECTORS)
@@ -454,7 +467,7 @@ def test_a_leader_frozen_past_its_deadline_acts_on_nothing_when_resumed(
         finally:
             os.kill(frozen, signal.SIGCONT)
         resumed = time.time()
-        time.sleep(4)
+        time.sleep(3)
         stopped = group.stop()
         runs = group.runs()
         deadline_us = (stopped_at + ttl) * US
@@ -546,7 +559,7 @@ def test_a_redis_restart_mid_run_loses_no_tick_and_runs_none_twice(tmp_path: Pat
             time.sleep(2)
             pid = _start_redis(port, directory).pid
             up = time.time()
-            time.sleep(4)
+            time.sleep(3.5)
             stopped = group.stop()
             runs = group.runs()
             events = Counter(r["event"] for r in group.records("event"))
@@ -590,7 +603,7 @@ def test_pg_terminate_backend_mid_run_loses_no_tick_and_runs_none_twice(
             tag,
         )
         hit = time.time()
-        time.sleep(5)
+        time.sleep(4)
         stopped = group.stop()
         runs = group.runs()
         report(
