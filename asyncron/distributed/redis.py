@@ -456,6 +456,9 @@ class RedisLocker(_RedisBackend):
         self._held: dict[RedisLock, None] = {}
         self._watch = _DeadlineWatch(self._clock)
         self._renew_wake = asyncio.Event()
+        # Owners of (key, tick µs) requests whose outcome is unknown (reply and read-back
+        # lost), kept so that a retry presents the same owner.
+        self._unanswered: dict[tuple[str, int], str] = {}
 
     def __repr__(self) -> str:
         return f"<RedisLocker prefix={self._prefix!r} ttl={self._ttl:g}s held={len(self._held)}>"
@@ -487,13 +490,18 @@ class RedisLocker(_RedisBackend):
     async def _lock_batch(
         self, requests: Sequence[tuple[str, datetime | None]], *, batch: bool
     ) -> list[RedisLock | LockNotAcquired]:
-        # A fresh owner per request: it tells this acquisition from any other.
-        calls = [
-            (
-                self._job_keys(key),
-                ("" if tick is None else to_us(tick), secrets.token_hex(8), self._ttl_ms),
-            )
+        # A fresh owner per request: it tells this acquisition from any other. Except a
+        # retry of a (key, tick) whose outcome was lost: it reuses that owner, so the script
+        # recognises the lock it may have taken then (a fresh owner would find the tick
+        # claimed, and the tick would never run).
+        owners = [
+            (None if tick is None else self._unanswered.pop((key, to_us(tick)), ""))
+            or secrets.token_hex(8)
             for key, tick in requests
+        ]
+        calls = [
+            (self._job_keys(key), ("" if tick is None else to_us(tick), owner, self._ttl_ms))
+            for (key, tick), owner in zip(requests, owners, strict=True)
         ]
         sent = self._clock.monotonic()
         try:
@@ -504,7 +512,15 @@ class RedisLocker(_RedisBackend):
         except _AMBIGUOUS as exc:
             # The scripts may have run with only the replies lost: a lock holding our
             # owner is ours; otherwise the error stands and a retry will see the claim.
-            replies = await self._read_back(calls, exc)
+            try:
+                replies = await self._read_back(calls, exc)
+            except BaseException:
+                for (key, tick), owner in zip(requests, owners, strict=True):
+                    if tick is not None:
+                        if len(self._unanswered) >= 10_000:
+                            del self._unanswered[next(iter(self._unanswered))]
+                        self._unanswered[key, to_us(tick)] = owner
+                raise
         return [
             self._result(key, keys, args[1], reply, sent)
             for (key, _), (keys, args), reply in zip(requests, calls, replies, strict=True)
