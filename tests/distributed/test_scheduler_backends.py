@@ -349,3 +349,63 @@ async def test_an_elector_claim_failing_in_an_outage_is_deferred_not_dropped() -
     ]
     assert sorted(ran) == expected, f"missing {sorted(set(expected) - set(ran))}"
     assert not events.of(JobMissed), events.of(JobMissed)
+
+
+async def test_a_lock_reply_lost_with_the_read_back_is_recognised_on_retry(
+    redis_url: str,
+) -> None:
+    """The lock script ran (tick claimed, lock taken) but its reply was lost, and
+    reading the key back failed too: the scheduler's retry must recognise the lock
+    as its own and run the tick — not find it claimed and skip it (lost forever)."""
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    from asyncron import JobSkipped
+    from asyncron.distributed.redis import _LOCK, RedisLocker
+
+    locker = RedisLocker(redis_url, prefix=_prefix(), ttl=5)
+    faults = {"reply": 1, "read_back": 1}
+    eval_one, eval_many = locker._eval, locker._eval_many
+
+    async def lossy_one(source: str, keys: Any, args: Any) -> Any:
+        reply = await eval_one(source, keys, args)
+        if source is _LOCK and faults["reply"]:
+            faults["reply"] -= 1
+            raise RedisConnectionError("reply lost (injected)")
+        return reply
+
+    async def lossy_many(source: str, calls: Any) -> Any:
+        replies = await eval_many(source, calls)
+        if source is _LOCK and faults["reply"]:
+            faults["reply"] -= 1
+            raise RedisConnectionError("replies lost (injected)")
+        return replies
+
+    ran: list[datetime] = []
+    events = Events()
+
+    async def job(ctx: RunContext) -> None:
+        ran.append(ctx.tick)
+
+    scheduler = Scheduler(locker=locker)
+    scheduler.subscribe(events, JobStarted, JobSkipped)
+    scheduler.add_job(job, every(seconds=1), name="lossy")  # no grace: no catch-up MGET
+    async with locker:
+        client = locker.client
+        mget = client.mget
+
+        async def failing_mget(*args: Any, **kwargs: Any) -> Any:
+            if faults["read_back"]:
+                faults["read_back"] -= 1
+                raise RedisConnectionError("read-back failed (injected)")
+            return await mget(*args, **kwargs)
+
+        client.mget = failing_mget  # type: ignore[method-assign]
+        locker._eval, locker._eval_many = lossy_one, lossy_many  # type: ignore[method-assign]
+        async with scheduler:
+            first = await events.wait(
+                lambda e: isinstance(e, (JobStarted, JobSkipped)), 5, "the first tick's outcome"
+            )
+    assert faults == {"reply": 0, "read_back": 0}
+    outcomes = [(type(e).__name__, getattr(e, "reason", None)) for e in events.seen]
+    assert isinstance(first, JobStarted), outcomes
+    assert ran[0] == first.tick
