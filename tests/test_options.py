@@ -406,6 +406,46 @@ class TestStopAt:
         assert job.removed
         assert [e.reason for e in rec.events] == [RemovalReason.STOP_AT]  # type: ignore[attr-defined]
 
+    async def test_the_last_tick_waiting_for_its_slot_still_runs(
+        self, scheduler: Scheduler, clock: VirtualClock
+    ) -> None:
+        """A final tick queued behind a run (overlap="wait") runs; then the job leaves."""
+        runs = Runs(clock, seconds=90)
+        rec = Recorder()
+        scheduler.subscribe(rec, JobRemoved, JobSkipped, JobMissed)
+        job = scheduler.add_job(runs, every(minutes=1), stop_at=at(2), overlap="wait")
+        await clock.advance(minutes=5)
+        assert runs.started == [(at(1), at(1)), (at(2), at(2, 30))]
+        assert [type(e) for e in rec.events] == [JobRemoved]
+        assert job.removed
+
+    async def test_the_last_tick_waiting_for_the_global_limit_still_runs(
+        self, start: Factory, clock: VirtualClock
+    ) -> None:
+        """A final tick queued for max_concurrent_jobs runs when a slot frees."""
+        scheduler = await start(max_concurrent_jobs=1)
+        scheduler.add_job(Runs(clock, seconds=30), every(minutes=1), name="busy", limit_runs=1)
+        runs = Runs(clock)
+        job = scheduler.add_job(runs, once(at(1)), name="last")
+        await clock.advance(minutes=2)
+        assert runs.started == [(at(1), at(1, 30))]
+        assert job.removed
+
+    async def test_start_at_now_with_no_tick_left_leaves_after_its_run(
+        self, scheduler: Scheduler, clock: VirtualClock
+    ) -> None:
+        """start_at="now" with stop_at before the next tick runs once, then is removed."""
+        rec = Recorder()
+        scheduler.subscribe(rec, JobRemoved)
+        runs = Runs(clock)
+        await clock.advance(minutes=30)
+        job = scheduler.add_job(runs, every(hours=1), start_at="now", stop_at=at(40))
+        await clock.advance(hours=2)
+        assert runs.ticks == [at(0)]
+        assert job.removed
+        assert scheduler.jobs == ()
+        assert [e.reason for e in rec.events] == [RemovalReason.STOP_AT]  # type: ignore[attr-defined]
+
     @pytest.mark.parametrize("offset", [timedelta(0), timedelta(minutes=-1)])
     def test_stop_at_not_after_start_at_raises(
         self, clock: VirtualClock, offset: timedelta
