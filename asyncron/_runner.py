@@ -299,6 +299,17 @@ class RunEngine:
             if waiting is None:
                 waiting = job._waiting = deque()
             if opts.coalesce and kind is not _RUN_NOW:
+                queued = self._global_waiting
+                for i, (old_job, old_tick, old_kind, old_future) in enumerate(queued):
+                    if old_job is job and old_kind is not _RUN_NOW:
+                        # Its tick waiting for the global limit is the one waiting tick.
+                        queued[i] = (job, tick, kind, future)
+                        self._missed(job, MissReason.COALESCED, old_tick, old_tick)
+                        self._resolve(
+                            old_future,
+                            RunOutcome(RunStatus.SKIPPED, old_tick, MissReason.COALESCED),
+                        )
+                        return
                 for i, (old_tick, old_kind, old_future) in enumerate(waiting):
                     if old_kind is not _RUN_NOW:
                         del waiting[i]
