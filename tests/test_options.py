@@ -253,6 +253,28 @@ class TestGlobalLimit:
         lateness = {e.job_name: e.lateness for e in rec.events}  # type: ignore[attr-defined]
         assert lateness == {"first": timedelta(0), "second": timedelta(seconds=20)}
 
+    async def test_wait_mode_with_coalesce_keeps_one_waiting_tick_per_job(
+        self, start: Factory, clock: VirtualClock
+    ) -> None:
+        """A tick queued for the global limit is the job's one waiting tick: newer replace it."""
+        scheduler = await start(max_concurrent_jobs=1)
+        rec = Recorder()
+        scheduler.subscribe(rec, JobMissed)
+        busy = Runs(clock, gated=True)
+        scheduler.add_job(busy, every(minutes=1), name="busy", limit_runs=1)
+        runs = Runs(clock)
+        scheduler.add_job(runs, every(minutes=1), name="x", overlap="wait")
+        await clock.advance(minutes=4)
+        assert scheduler.waiting_runs == 1
+        busy.gate.set()
+        await clock.advance(seconds=1)
+        assert runs.ticks == [at(4)]
+        assert [(e.reason, e.first_tick) for e in rec.events] == [  # type: ignore[attr-defined]
+            (MissReason.COALESCED, at(1)),
+            (MissReason.COALESCED, at(2)),
+            (MissReason.COALESCED, at(3)),
+        ]
+
     async def test_skip_mode_skips_with_concurrency_limit(
         self, start: Factory, clock: VirtualClock
     ) -> None:
