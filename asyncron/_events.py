@@ -265,7 +265,7 @@ class Monitor(Protocol):
 class Subscription:
     """A registered event callback; ``unsubscribe()`` (or leaving ``with``) removes it."""
 
-    __slots__ = ("_callback", "_dispatcher", "_types")
+    __slots__ = ("_active", "_callback", "_dispatcher", "_types")
 
     def __init__(
         self,
@@ -276,6 +276,7 @@ class Subscription:
         self._dispatcher = dispatcher
         self._callback = callback
         self._types = types
+        self._active = True  # False once unsubscribed: queued events skip it
 
     def unsubscribe(self) -> None:
         """Stop delivering events to this callback; idempotent."""
@@ -305,13 +306,14 @@ class EventDispatcher:
 
     def __init__(self) -> None:
         self._subscriptions: list[Subscription] = []
-        self._queue: deque[tuple[Event, tuple[EventCallback, ...]]] = deque()
+        self._queue: deque[tuple[Event, tuple[Subscription | EventCallback, ...]]] = deque()
         self._wanted: dict[type[Event], bool] = {}
         self._dropped = 0
         self._wakeup: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: int | None = None
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
         self.monitor: Monitor | None = None
 
     # --- subscriptions -------------------------------------------------
@@ -323,6 +325,7 @@ class EventDispatcher:
         return sub
 
     def unsubscribe(self, sub: Subscription) -> None:
+        sub._active = False
         if sub in self._subscriptions:
             self._subscriptions.remove(sub)
             self._wanted.clear()
@@ -338,8 +341,8 @@ class EventDispatcher:
     # --- delivery --------------------------------------------------------
     def emit(self, event: Event, extra: tuple[EventCallback, ...] = ()) -> None:
         """Queue ``event`` for the subscribers and the ``extra`` (per-job) callbacks."""
-        callbacks = tuple(
-            s._callback for s in self._subscriptions if _matches(s._types, type(event))
+        callbacks: tuple[Subscription | EventCallback, ...] = tuple(
+            s for s in self._subscriptions if _matches(s._types, type(event))
         )
         if extra:
             callbacks += extra
@@ -370,18 +373,22 @@ class EventDispatcher:
         self._task = asyncio.get_running_loop().create_task(self._drain(), name="asyncron.events")
 
     async def stop(self) -> None:
-        """Deliver what is queued, then stop the dispatcher task."""
+        """Let the dispatcher task deliver what is queued, then end it (delivering here,
+        beside it, broke the order and cancelled the callback it was awaiting)."""
         task, self._task = self._task, None
         if task is None:
             return
-        await self._deliver_all()
-        task.cancel()
+        self._stopping = True
+        assert self._wakeup is not None
+        self._wakeup.set()
         try:
             await task
         except asyncio.CancelledError:
             if (current := asyncio.current_task()) is not None and current.cancelling():
                 raise
-        self._wakeup = None
+        finally:
+            self._stopping = False
+            self._wakeup = None
 
     @property
     def pending(self) -> int:
@@ -394,12 +401,18 @@ class EventDispatcher:
             await self._wakeup.wait()
             self._wakeup.clear()
             await self._deliver_all()
+            if self._stopping:
+                return
 
     async def _deliver_all(self) -> None:
         queue = self._queue
         while queue:
             event, callbacks = queue.popleft()
             for callback in callbacks:
+                if isinstance(callback, Subscription):
+                    if not callback._active:
+                        continue  # unsubscribed after the event was queued
+                    callback = callback._callback
                 try:
                     result = callback(event)
                     if inspect.isawaitable(result):
