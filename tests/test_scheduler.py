@@ -934,6 +934,41 @@ class TestRegistryEvents:
             await clock.advance(0)
             assert len(events) == 1
 
+    async def test_shutdown_delivers_the_queue_in_order_one_callback_at_a_time(
+        self, scheduler: Scheduler
+    ) -> None:
+        """An async callback still busy when shutdown starts finishes, and the queued
+        events follow it one at a time, in order, none cancelled."""
+        gate = asyncio.Event()
+        log: list[tuple[str, str]] = []
+
+        async def slow(event: Event) -> None:
+            name = type(event).__name__ + str(getattr(event, "job_name", "") or "")
+            log.append(("start", name))
+            try:
+                if isinstance(event, SchedulerStarted):
+                    await gate.wait()
+                for _ in range(3):
+                    await asyncio.sleep(0)
+            except asyncio.CancelledError:
+                log.append(("cancelled", name))
+                raise
+            log.append(("end", name))
+
+        scheduler.subscribe(slow)
+        await scheduler.start()
+        for name in "ab":
+            scheduler.add_job(noop, every(hours=1), name=name)
+        for _ in range(5):
+            await asyncio.sleep(0)
+        stopping = asyncio.create_task(scheduler.shutdown())
+        for _ in range(5):
+            await asyncio.sleep(0)
+        gate.set()
+        await asyncio.wait_for(stopping, 5)
+        names = ["SchedulerStarted", "JobAddeda", "JobAddedb", "SchedulerStopped"]
+        assert log == [(step, name) for name in names for step in ("start", "end")]
+
     async def test_full_event_queue_drops_the_oldest_with_a_warning(
         self, scheduler: Scheduler, clock: VirtualClock, caplog: pytest.LogCaptureFixture
     ) -> None:
