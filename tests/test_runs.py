@@ -594,6 +594,22 @@ class TestSubscriptions:
         await clock.advance(minutes=2)
         assert [e.tick for e in rec.events] == [at(1)]  # type: ignore[attr-defined]
 
+    async def test_unsubscribe_drops_events_already_queued(
+        self, scheduler: Scheduler, clock: VirtualClock
+    ) -> None:
+        """A callback that unsubscribes gets none of the events queued before that."""
+        got: list[Event] = []
+
+        def once_only(event: Event) -> None:
+            got.append(event)
+            sub.unsubscribe()
+
+        sub = scheduler.subscribe(once_only, JobStarted)
+        scheduler.add_job(noop, every(minutes=1))
+        scheduler.add_job(noop, every(minutes=1))
+        await clock.advance(minutes=2)
+        assert len(got) == 1
+
     async def test_subscription_is_a_context_manager(
         self, scheduler: Scheduler, clock: VirtualClock
     ) -> None:
