@@ -645,6 +645,12 @@ class Scheduler(RunEngine):
                 self._loop = None
                 raise
             self._stack = stack
+        if self.state is SchedulerState.SHUT_DOWN:  # shutdown() ran while backends opened
+            opened, self._stack = self._stack, None
+            self._loop = None
+            if opened is not None:
+                await opened.aclose()
+            raise SchedulerStateError("start", self._state, "shutdown() was called meanwhile")
         self._events.start()
         self._state = SchedulerState.RUNNING
         now = self._clock.now()
