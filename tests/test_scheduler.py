@@ -236,6 +236,28 @@ class TestLifecycle:
         with pytest.raises(SchedulerStateError, match="shut_down"):
             await scheduler.start()
 
+    async def test_shutdown_while_starting_wins(self, clock: VirtualClock) -> None:
+        """shutdown() while start() is still opening its backends leaves the scheduler
+        shut_down: start raises naming the state and closes what it opened."""
+        gate = asyncio.Event()
+
+        class SlowLocker(MemoryLocker):
+            async def __aenter__(self) -> SlowLocker:
+                await gate.wait()
+                await super().__aenter__()
+                return self
+
+        locker = SlowLocker()
+        scheduler = Scheduler(clock=clock, locker=locker)
+        starting = asyncio.create_task(scheduler.start())
+        await asyncio.sleep(0)
+        await scheduler.shutdown()
+        gate.set()
+        with pytest.raises(SchedulerStateError, match="shut_down"):
+            await asyncio.wait_for(starting, 5)
+        assert scheduler.state is SchedulerState.SHUT_DOWN
+        assert locker._entries == 0
+
     async def test_jobs_added_before_start_run_after_start(
         self, scheduler: Scheduler, clock: VirtualClock
     ) -> None:
