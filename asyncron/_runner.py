@@ -756,6 +756,11 @@ class RunEngine:
                 if kind is not _RUN_NOW:
                     self._count_toward_limit(job)
                 return self._skip(job, tick, kind, SkipReason.VETOED)
+        if leader_run and self._elector is not None and self._elector.leadership() is None:
+            # Leadership ended while the lock or before_run was awaited.
+            if lock is not None:
+                await self._unlock(job, lock)
+            return self._skip(job, tick, kind, SkipReason.NOT_LEADER)
         if kind is not _RUN_NOW and not self._count_toward_limit(job):
             # The limit was reached by runs that started meanwhile; the job is removed.
             if lock is not None:
