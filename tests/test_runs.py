@@ -1443,6 +1443,29 @@ class TestElector:
         await clock.advance(minutes=1)
         assert [(c.tick, c.fencing_token) for c in ran] == [(at(2), 1)]
 
+    async def test_leadership_lost_before_the_call_skips_the_run(
+        self, start: Factory, clock: VirtualClock
+    ) -> None:
+        """Leadership lost while before_run is awaited: the run is skipped as not_leader."""
+        elector = MemoryElector(leader=True)
+        scheduler = await start(elector=elector)
+        rec = Recorder()
+        scheduler.subscribe(rec, JobStarted, JobSkipped)
+
+        async def hook(ctx: RunContext) -> bool:
+            elector.set_leader(False)
+            loop = asyncio.get_running_loop()
+            done = loop.create_future()
+            loop.call_soon(done.set_result, None)  # after the elector's callbacks
+            await done
+            return True
+
+        scheduler.add_job(noop, every(minutes=1), name="c", before_run=hook)
+        await clock.advance(minutes=1)
+        assert [(type(e), e.reason) for e in rec.events] == [  # type: ignore[attr-defined]
+            (JobSkipped, SkipReason.NOT_LEADER)
+        ]
+
     async def test_run_now_on_a_follower_is_skipped_as_not_leader(
         self, start: Factory, clock: VirtualClock
     ) -> None:
