@@ -764,8 +764,7 @@ class TestTimeout:
     async def test_plain_run_sees_cancelled_and_fails_after_it_returns(
         self, scheduler: Scheduler, clock: VirtualClock
     ) -> None:
-        """A plain function past its timeout sees ctx.cancelled, keeps its slot until it
-        returns, then ends as JobFailed(RunTimeout)."""
+        """A plain run past its timeout sees ctx.cancelled, keeps its slot, then fails."""
         rec = Recorder()
         scheduler.subscribe(rec, JobFailed, JobSucceeded)
         release = threading.Event()

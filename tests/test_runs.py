@@ -327,8 +327,7 @@ class TestJobFunctions:
     async def test_cancellable_async_runs_expose_their_cancel_scope(
         self, scheduler: Scheduler, clock: VirtualClock
     ) -> None:
-        """ctx.cancel_scope is the scope of an async run that a timeout can cancel; None
-        for a run only shutdown can cancel, and in a thread."""
+        """ctx.cancel_scope is set when a timeout can cancel the run; else, and in threads, None."""
         scopes: dict[str, Any] = {}
 
         async def timed_job(ctx: RunContext) -> None:
@@ -532,6 +531,14 @@ class TestRunEvents:
         assert missed.job_name == "late"
         assert (missed.reason, missed.count) == (MissReason.LATE, 1)
         assert missed.first_tick == missed.last_tick == at(2)
+
+    def test_events_are_frozen_and_slotted(self) -> None:
+        """Events cannot be changed after they are built and carry no __dict__."""
+        event = SchedulerStarted(timestamp=T0)
+        with pytest.raises(AttributeError):
+            event.timestamp = T0  # type: ignore[misc]
+        assert not hasattr(event, "__dict__")
+        assert SchedulerStopped(timestamp=T0) != event
 
     async def test_per_job_listeners_receive_only_that_jobs_events(
         self, scheduler: Scheduler, clock: VirtualClock
@@ -1277,8 +1284,7 @@ class TestLocker:
     async def test_losing_the_lock_in_a_plain_run_sets_cancelled_then_fails(
         self, start: Factory, clock: VirtualClock
     ) -> None:
-        """A plain run whose lock is lost sees ctx.cancelled and, once it returns, fails
-        with LockLostError."""
+        """A plain run that loses its lock sees ctx.cancelled, then fails with LockLostError."""
         clock.thread_wait = 0.05  # the thread waits for this test, not for the clock
         locker = MemoryLocker()
         scheduler = await start(locker=locker)
@@ -1331,8 +1337,7 @@ class TestLocker:
     async def test_without_grace_a_deferred_tick_gives_way_to_the_next(
         self, start: Factory, clock: VirtualClock
     ) -> None:
-        """With coalesce and no grace, a tick deferred by an outage is missed once the next
-        tick is due, and the next one runs when the backend is back."""
+        """Without grace, an outage-deferred tick is missed once the next is due (coalesce)."""
         locker = MemoryLocker()
         scheduler = await start(locker=locker)
         rec = Recorder()
@@ -1536,12 +1541,3 @@ class TestOnceNow:
         assert removed.reason is asyncron.RemovalReason.EXHAUSTED  # type: ignore[attr-defined]
         assert job.removed
         assert job.run_count == 1
-
-
-def test_events_are_frozen_and_slotted() -> None:
-    """Events cannot be changed after they are built."""
-    event = SchedulerStarted(timestamp=T0)
-    with pytest.raises(AttributeError):
-        event.timestamp = T0  # type: ignore[misc]
-    assert not hasattr(event, "__dict__")
-    assert SchedulerStopped(timestamp=T0) != event
