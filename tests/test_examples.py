@@ -91,8 +91,7 @@ class TestEventsExample:
 
 class TestFastAPIExample:
     async def test_lifespan_runs_the_scheduler_and_endpoints_use_it(self) -> None:
-        """The app's lifespan starts the scheduler, the endpoints list and run jobs, and
-        leaving the lifespan shuts the scheduler down."""
+        """The lifespan runs the scheduler; the endpoints list and run its jobs."""
         module = load("fastapi_app")
         app, scheduler = module.app, module.scheduler
         assert scheduler.state is SchedulerState.CREATED
@@ -157,15 +156,13 @@ class TestPytestFixtures:
     async def test_fixtures_share_the_clock_and_honour_the_start(
         self, asyncron_clock: VirtualClock, asyncron_scheduler: Scheduler
     ) -> None:
-        """The scheduler fixture runs on the clock fixture, which starts where
-        ``asyncron_clock_start`` says."""
+        """The scheduler fixture runs on the clock fixture, from asyncron_clock_start."""
         assert asyncron_clock.now() == datetime(2026, 3, 23, 6, tzinfo=UTC)
         assert asyncron_scheduler.clock is asyncron_clock
         assert asyncron_scheduler.state is SchedulerState.RUNNING
 
     async def test_teardown_with_a_run_waiting_on_the_clock(self) -> None:
-        """A test that ends while a run waits on the virtual clock still tears down: the
-        fixture moves the clock through stop_timeout instead of waiting forever."""
+        """Teardown moves the clock through stop_timeout when a run waits on the clock."""
         clock = VirtualClock()
         # The fixture's own async generator, driven the way pytest-asyncio drives it.
         fixture = pytest_plugin.asyncron_scheduler.__wrapped__(clock)

@@ -105,8 +105,7 @@ class TestAll:
         ],
     )
     def test_private_module_api_is_reexported(self, module_name: str) -> None:
-        """The public classes and functions of a private module are re-exported by its
-        package, so users never import from an underscore module."""
+        """A private module's public classes and functions are re-exported by its package."""
         module = importlib.import_module(module_name)
         package = importlib.import_module(module_name.rsplit(".", 1)[0])
         listed = set(getattr(module, "__all__", ()))

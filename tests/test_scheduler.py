@@ -157,8 +157,7 @@ class TestLifecycle:
     async def test_stop_jobs_then_start_resumes_without_catch_up(
         self, scheduler: Scheduler, clock: VirtualClock
     ) -> None:
-        """After stop_jobs nothing runs; a later start resumes from the next tick and does
-        not catch up the ticks missed while stopped."""
+        """After stop_jobs nothing runs; start resumes from the next tick, no catch-up."""
         rec = Recorder(clock)
         job = scheduler.add_job(rec, every(minutes=1))
         async with scheduler:
@@ -177,8 +176,7 @@ class TestLifecycle:
     async def test_stop_jobs_with_a_waiting_tick_keeps_the_overlap_rule(
         self, scheduler: Scheduler, clock: VirtualClock
     ) -> None:
-        """A tick waiting for its overlap slot is dropped by stop_jobs without corrupting
-        the job's slot count: after a restart max_instances still holds."""
+        """stop_jobs drops an overlap-queued tick and max_instances still holds after restart."""
         release = asyncio.Event()
 
         async def slow() -> None:
@@ -203,8 +201,7 @@ class TestLifecycle:
     async def test_jobs_added_while_stopped_start_like_new_ones(
         self, scheduler: Scheduler, clock: VirtualClock
     ) -> None:
-        """Jobs added while stopped get their start-time runs (once("now"),
-        start_at="now") when the scheduler starts again."""
+        """Jobs added while stopped get their once("now")/start_at="now" run at start."""
         rec = Recorder(clock)
         await scheduler.start()
         await scheduler.stop_jobs()
@@ -237,8 +234,7 @@ class TestLifecycle:
             await scheduler.start()
 
     async def test_shutdown_while_starting_wins(self, clock: VirtualClock) -> None:
-        """shutdown() while start() is still opening its backends leaves the scheduler
-        shut_down: start raises naming the state and closes what it opened."""
+        """shutdown() during start() wins: start raises and closes the backends it opened."""
         gate = asyncio.Event()
 
         class SlowLocker(MemoryLocker):
@@ -452,8 +448,7 @@ class TestRegistry:
     async def test_add_job_from_a_worker_thread_emits_thread_safely(
         self, running: Scheduler, clock: VirtualClock
     ) -> None:
-        """JobAdded for a job added from a worker thread is handed to the loop thread
-        safely: asyncio's debug mode (which rejects cross-thread calls) stays quiet."""
+        """add_job from a worker thread hands JobAdded to the loop safely (asyncio debug mode)."""
         loop = asyncio.get_running_loop()
         events = collect(running, JobAdded)
         errors: list[BaseException] = []
@@ -657,8 +652,7 @@ class TestJobHandle:
     async def test_next_runs_of_random_every_leaves_the_draws_alone(
         self, clock: VirtualClock
     ) -> None:
-        """Previewing a random_every job neither changes a seeded scheduler's draws nor
-        differs from the ticks that then run."""
+        """Previewing random_every ticks leaves a seeded scheduler's draws unchanged."""
 
         async def ticks_with(preview: bool) -> tuple[list[datetime], list[datetime]]:
             own_clock = VirtualClock(T0)
@@ -838,8 +832,7 @@ class TestShutdown:
     async def test_a_job_may_shut_down_its_scheduler(
         self, scheduler: Scheduler, clock: VirtualClock
     ) -> None:
-        """A run that awaits shutdown() is not waited for (nor cancelled) by it: shutdown
-        returns at once and the run goes on to finish."""
+        """A job awaiting shutdown() is neither waited for nor cancelled by it."""
         after: list[SchedulerState] = []
 
         async def stopper() -> None:
@@ -855,8 +848,7 @@ class TestShutdown:
     async def test_thread_abandoned_after_stop_timeout_is_logged(
         self, caplog: pytest.LogCaptureFixture
     ) -> None:
-        """A plain function still running at stop_timeout is logged by job and tick as
-        abandoned, and shutdown returns without waiting for the thread."""
+        """A thread still running at stop_timeout is logged as abandoned by job and tick."""
         # A blocked worker thread never lets the virtual clock settle, so this test
         # uses the real clock with a short stop_timeout (a bound, not a sleep).
         scheduler = Scheduler(stop_timeout=0.05)
@@ -959,8 +951,7 @@ class TestRegistryEvents:
     async def test_shutdown_delivers_the_queue_in_order_one_callback_at_a_time(
         self, scheduler: Scheduler
     ) -> None:
-        """An async callback still busy when shutdown starts finishes, and the queued
-        events follow it one at a time, in order, none cancelled."""
+        """Shutdown delivers queued events in order, one callback at a time, none cancelled."""
         gate = asyncio.Event()
         log: list[tuple[str, str]] = []
 
@@ -994,8 +985,7 @@ class TestRegistryEvents:
     async def test_full_event_queue_drops_the_oldest_with_a_warning(
         self, scheduler: Scheduler, clock: VirtualClock, caplog: pytest.LogCaptureFixture
     ) -> None:
-        """Events queue up to 10,000; beyond that the oldest are dropped and counted in a
-        warning, and the newest are still delivered in order."""
+        """Beyond 10,000 queued events the oldest are dropped, with a warning."""
         events = collect(scheduler, JobAdded)
         jobs = [scheduler.add_job(noop, every(hours=1)) for _ in range(10_005)]
         assert any("dropped 1 oldest" in r.getMessage() for r in caplog.records)
@@ -1142,8 +1132,7 @@ class TestFromCompletionRegression:
     async def test_every_from_completion_counts_the_interval_from_the_end(
         self, running: Scheduler, clock: VirtualClock
     ) -> None:
-        """With from_completion, every(5 min) runs 5 minutes after the previous run ended
-        (a regression test for the fix; the option itself is covered in test_options)."""
+        """With from_completion, every() counts its interval from the end of the last run."""
         starts: list[datetime] = []
 
         async def work() -> None:
@@ -1175,8 +1164,7 @@ class TestRobustness:
     async def test_a_raising_monitor_is_logged_and_never_stops_the_scheduler(
         self, clock: VirtualClock, caplog: pytest.LogCaptureFixture
     ) -> None:
-        """A monitor that raises (on a skip in the timer, or after a run) is logged; the
-        timer keeps dispatching and run_now still returns its outcome."""
+        """A raising monitor is logged and never stops dispatch or run_now."""
         monitor = RaisingMonitor()
         scheduler = Scheduler(clock=clock, monitor=monitor)
         rec = Recorder(clock)
