@@ -881,11 +881,12 @@ class Scheduler(RunEngine):
                         self._missed(job, MissReason.COALESCED, first, before)
                     self._submit(job, latest, RunKind.CATCH_UP, None)
                 else:
-                    tick = self._after(job, low)
-                    n = 0
-                    while tick is not None and tick <= now and n < 100:
-                        self._submit(job, tick, RunKind.CATCH_UP, None)
-                        tick, n = self._after(job, tick), n + 1
+                    first = self._after(job, low)
+                    if first is not None and first <= now:
+                        # The newest 100 run; older ones are JobMissed(queue_full).
+                        ticks, _ = self._walk_missed(job, first, now)
+                        for tick in ticks:
+                            self._submit(job, tick, RunKind.CATCH_UP, None)
 
     async def _watch_skew(self) -> None:
         """Measure the offset to each backend server's clock, round-trip corrected."""
