@@ -1373,6 +1373,56 @@ class TestLocker:
         assert at(1) < ran[0] <= at(1, 30)
         assert locker.claimed["spread"] == at(1)
 
+    async def test_catch_up_at_start_runs_the_latest_missed_tick(self, clock: VirtualClock) -> None:
+        """At start, ticks since the ledger's mark within grace coalesce into one catch-up."""
+        locker = MemoryLocker()
+        await (await locker.lock("cu", at(1))).unlock()
+        await clock.advance(minutes=10)
+        scheduler = Scheduler(clock=clock, locker=locker)
+        rec = Recorder()
+        scheduler.subscribe(rec, JobMissed)
+        ran: list[RunContext] = []
+        scheduler.add_job(record_into(ran), every(minutes=1), name="cu", misfire_grace=300)
+        await scheduler.start()
+        try:
+            await clock.advance(seconds=1)
+        finally:
+            await shut_down(scheduler, clock)
+        assert [(c.tick, c.kind) for c in ran] == [(at(10), RunKind.CATCH_UP)]
+        (missed,) = rec.events
+        assert (missed.reason, missed.count) == (MissReason.COALESCED, 4)  # type: ignore[attr-defined]
+        assert (missed.first_tick, missed.last_tick) == (at(6), at(9))  # type: ignore[attr-defined]
+
+    async def test_catch_up_without_coalesce_runs_the_newest_hundred(
+        self, clock: VirtualClock
+    ) -> None:
+        """coalesce=False catch-up runs the newest 100 ticks; older ones are queue_full."""
+        locker = MemoryLocker()
+        await (await locker.lock("cu", at(1))).unlock()
+        await clock.advance(hours=3)
+        scheduler = Scheduler(clock=clock, locker=locker)
+        rec = Recorder()
+        scheduler.subscribe(rec, JobMissed)
+        ran: list[RunContext] = []
+        scheduler.add_job(
+            record_into(ran),
+            every(minutes=1),
+            name="cu",
+            misfire_grace=timedelta(days=1),
+            coalesce=False,
+            overlap="wait",
+        )
+        await scheduler.start()
+        try:
+            await clock.advance(seconds=1)
+        finally:
+            await shut_down(scheduler, clock)
+        assert [c.tick for c in ran] == [at(m) for m in range(81, 181)]
+        (missed,) = rec.events
+        assert (missed.reason, missed.count) == (MissReason.QUEUE_FULL, 79)  # type: ignore[attr-defined]
+        assert (missed.first_tick, missed.last_tick) == (at(2), at(80))  # type: ignore[attr-defined]
+        assert locker.claimed["cu"] == at(180)
+
     async def test_distributed_false_ignores_the_locker(
         self, start: Factory, clock: VirtualClock
     ) -> None:
