@@ -335,6 +335,21 @@ class TestStartAt:
         await clock.advance(minutes=13)
         assert runs.ticks == [at(2, 30), at(7, 30), at(12, 30)]
 
+    def test_naive_start_and_stop_are_wall_times_in_the_jobs_zone(
+        self, clock: VirtualClock
+    ) -> None:
+        """Naive start_at/stop_at are read in the zone (Berlin is UTC+1 in January)."""
+        scheduler = Scheduler(clock=clock, tz="Europe/Berlin")
+        job = scheduler.add_job(
+            noop,
+            every(minutes=30),
+            start_at=datetime(2026, 1, 1, 2, 15),
+            stop_at=datetime(2026, 1, 1, 3, 15),
+        )
+        assert job.options.start_at == at(75)
+        assert job.options.stop_at == at(135)
+        assert job.next_runs(5) == [at(75), at(105), at(135)]
+
     async def test_past_start_at_anchors_but_fires_nothing_retroactively(
         self, scheduler: Scheduler, clock: VirtualClock
     ) -> None:
