@@ -795,6 +795,7 @@ class TestTimeout:
         assert rec.events == []
         assert handle.running == 1
         release.set()
+        clock.thread_wait = 10  # now the thread finishes on its own: wait for it
         await clock.advance(seconds=1)
         assert flags == [True]
         (failed,) = rec.events

@@ -195,7 +195,6 @@ class TestJobFunctions:
         default.total_tokens = 1
         hold = threading.Event()
         blocker = asyncio.create_task(anyio.to_thread.run_sync(hold.wait))
-        clock.thread_wait = 0.05  # that thread is not asyncron's
         try:
             await clock.advance(0)
             assert default.borrowed_tokens == 1
@@ -216,15 +215,20 @@ class TestJobFunctions:
         release = threading.Event()
         started: list[str] = []
 
+        entered = threading.Event()
+
         def job(label: str) -> None:
             started.append(label)
+            entered.set()
             release.wait(timeout=10)
 
         scheduler.add_job(job, every(minutes=1), args=("a",))
         scheduler.add_job(job, every(minutes=1), args=("b",))
         await clock.advance(minutes=1)
+        assert entered.wait(timeout=10)
         assert len(started) == 1
         release.set()
+        clock.thread_wait = 10  # now the threads finish on their own: wait for them
         await clock.advance(seconds=1)
         assert sorted(started) == ["a", "b"]
 
@@ -1304,6 +1308,7 @@ class TestLocker:
         assert [type(e) for e in rec.events] == [LockLost]
         assert handle.running == 1
         release.set()
+        clock.thread_wait = 10  # now the thread finishes on its own: wait for it
         await clock.advance(seconds=1)
         assert flags == [True]
         assert [type(e) for e in rec.events] == [LockLost, JobFailed]
