@@ -95,7 +95,6 @@ class RemovalReason(enum.StrEnum):
     LIMIT_RUNS = "limit_runs"
     STOP_AT = "stop_at"
     EXHAUSTED = "exhausted"
-    SHUTDOWN = "shutdown"
 
 
 @dataclass(frozen=True, slots=True)

@@ -452,7 +452,8 @@ class Job:
 
     @property
     def running(self) -> int:
-        """Runs of this job in progress here, plus ticks waiting for a slot."""
+        """Runs of this job in progress here, plus its ticks queued for the global limit
+        (ticks queued for an overlap slot are counted by ``Scheduler.waiting_runs``)."""
         return self._active
 
     def next_runs(self, n: int) -> list[datetime]:

@@ -101,6 +101,8 @@ class RunEngine:
         self._idle: asyncio.Event | None = None
         self._recheck: float | None = getattr(self._clock, "wall_recheck_interval", 1.0)
         self._system_clock = type(self._clock) is SystemClock
+        # Jobs whose catch-up is reading the ledger → their regular ticks held back meanwhile.
+        self._held_back: dict[Job, list[datetime]] = {}
 
     # --- ticks ----------------------------------------------------------------
     def _after(self, job: Job, after: datetime) -> datetime | None:
@@ -206,7 +208,12 @@ class RunEngine:
                 if version != job._version or job._removed:
                     self._stale = max(0, self._stale - 1)
                     continue
-                self._fire(job, now)
+                try:
+                    self._fire(job, now)
+                except Exception:
+                    # One job's failure (a schedule bug, a raising hook) must not stop
+                    # dispatch for every other job.
+                    self._logger.exception("dispatching %s failed", job._name or job._key)
         finally:
             self._dispatching = False
             batch, self._batch = self._batch, None
@@ -269,9 +276,13 @@ class RunEngine:
         return ticks, self._after(job, ticks[-1] if ticks else now)
 
     def _retire_exhausted(self, job: Job) -> None:
-        stop_at = job._opts.stop_at
-        reason = RemovalReason.STOP_AT if stop_at is not None else RemovalReason.EXHAUSTED
-        self._retire(job, reason)
+        """Remove a job that has no tick left: because of stop_at, or its schedule ended."""
+        stop_at, schedule = job._opts.stop_at, job._schedule
+        # random_every never runs out; a pure schedule did if it has no tick past stop_at.
+        cut = stop_at is not None and (
+            not schedule.is_pure or schedule.next_fire(stop_at) is not None
+        )
+        self._retire(job, RemovalReason.STOP_AT if cut else RemovalReason.EXHAUSTED)
 
     def _retire(self, job: Job, reason: RemovalReason) -> None:
         raise NotImplementedError
@@ -285,6 +296,13 @@ class RunEngine:
         future: asyncio.Future[RunOutcome] | None,
     ) -> None:
         """Local rules of a due run: paused, overlap (skip or wait), then the global limit."""
+        if self._held_back and kind is _SCHEDULED:
+            held = self._held_back.get(job)
+            if held is not None:
+                # A catch-up is reading the ledger for this job and will run this tick after
+                # the older missed ones: claimed first, this tick would make them refused.
+                held.append(tick)
+                return
         if job._paused and kind is not _RUN_NOW:
             self._resolve(future, self._skip(job, tick, kind, SkipReason.PAUSED))
             self._refused_from_completion(job, kind)
@@ -395,14 +413,21 @@ class RunEngine:
         ):
             waiter, tick, kind, future = self._global_waiting.popleft()
             self._waiting_count -= 1
-            self._global_active += 1
-            self._spawn(waiter, tick, kind, future, None)
+            if waiter._paused and kind is not _RUN_NOW:  # paused while it waited
+                waiter._active -= 1
+                self._resolve(future, self._skip(waiter, tick, kind, SkipReason.PAUSED))
+            else:
+                self._global_active += 1
+                self._spawn(waiter, tick, kind, future, None)
         waiting = job._waiting
         if waiting and job._active < job._opts.max_instances and self._loop is not None:
             tick, kind, future = waiting.popleft()
             self._waiting_count -= 1
-            job._active += 1
-            self._admit(job, tick, kind, future)
+            if job._paused and kind is not _RUN_NOW:  # paused while it waited
+                self._resolve(future, self._skip(job, tick, kind, SkipReason.PAUSED))
+            else:
+                job._active += 1
+                self._admit(job, tick, kind, future)
         if (
             job._next_tick is None
             and not job._active

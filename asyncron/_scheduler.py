@@ -10,7 +10,7 @@ import random as _random
 import signal
 import threading
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
@@ -189,6 +189,7 @@ class Scheduler(RunEngine):
         self._forever: asyncio.Event | None = None
         self._draining: asyncio.Future[None] | None = None
         self._clock_skew: timedelta | None = None
+        self._starting = False
         self._remove_listener: Callable[[], None] | None = None
         self._unsubscribe_wall: Callable[[], None] | None = None
         self._init_engine()
@@ -630,6 +631,15 @@ class Scheduler(RunEngine):
             raise SchedulerStateError(
                 "start", self._state, "start() is valid when created or stopped"
             )
+        if self._starting:
+            raise SchedulerStateError("start", self._state, "another start() is in progress")
+        self._starting = True
+        try:
+            await self._start()
+        finally:
+            self._starting = False
+
+    async def _start(self) -> None:
         resume = self._state is SchedulerState.STOPPED
         self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
@@ -775,8 +785,8 @@ class Scheduler(RunEngine):
             for run in list(self._thread_runs):
                 self._logger.warning(
                     "shutdown: abandoning the thread still running %s (tick %s)",
-                    run.job._name or run.job._key,
-                    run.tick.isoformat(),
+                    run._job._name or run._job._key,
+                    run._tick.isoformat(),
                 )
             pending = list(self._tasks)
             self._logger.warning("shutdown: cancelling %d runs after stop_timeout", len(pending))
@@ -848,8 +858,29 @@ class Scheduler(RunEngine):
         if jobs and self._loop is not None:
             self._track(self._catch_up(jobs))
 
-    async def _catch_up(self, jobs: list[Job]) -> None:
-        """Run the ticks in (max(last claimed tick, now - grace), now] that no instance ran."""
+    def _catch_up(self, jobs: list[Job]) -> Coroutine[Any, Any, None]:
+        """Hold back the jobs' regular ticks now, and return the coroutine that runs the
+        missed ticks: a tick claimed while the ledger is read would make them refused."""
+        for job in jobs:
+            if not job._opts.from_completion:
+                self._held_back.setdefault(job, [])
+        return self._run_catch_up(jobs)
+
+    async def _run_catch_up(self, jobs: list[Job]) -> None:
+        """Run the ticks in (max(last claimed tick, now - grace), now] that no instance ran,
+        then the held-back regular ticks of the jobs that got no catch-up run."""
+        caught: set[Job] = set()
+        try:
+            await self._catch_up_ledgers(jobs, caught)
+        finally:
+            for job in jobs:
+                held = self._held_back.pop(job, None)
+                if held and job not in caught and not job._removed:
+                    if self._state is SchedulerState.RUNNING and self._loop is not None:
+                        for tick in held:
+                            self._submit(job, tick, RunKind.SCHEDULED, None)
+
+    async def _catch_up_ledgers(self, jobs: list[Job], caught: set[Job]) -> None:
         groups: dict[int, tuple[Any, list[Job]]] = {}
         for job in jobs:
             ledger: Any = job._opts.locker or self._locker
@@ -879,12 +910,14 @@ class Scheduler(RunEngine):
                     if first is not None and first < latest:
                         before = self._latest(job, latest - _US) or first
                         self._missed(job, MissReason.COALESCED, first, before)
+                    caught.add(job)
                     self._submit(job, latest, RunKind.CATCH_UP, None)
                 else:
                     first = self._after(job, low)
                     if first is not None and first <= now:
                         # The newest 100 run; older ones are JobMissed(queue_full).
                         ticks, _ = self._walk_missed(job, first, now)
+                        caught.add(job)
                         for tick in ticks:
                             self._submit(job, tick, RunKind.CATCH_UP, None)
 

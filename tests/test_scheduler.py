@@ -1178,3 +1178,94 @@ class TestRobustness:
             assert outcome.status is RunStatus.SUCCEEDED
         assert monitor.calls == 5
         assert sum("bad label" in (r.exc_text or "") for r in caplog.records) == 5
+
+
+class SlowToOpenLocker(MemoryLocker):
+    """A MemoryLocker whose opening waits until the test lets it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.entered = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def __aenter__(self) -> SlowToOpenLocker:
+        self.entered.set()
+        await self.release.wait()
+        await super().__aenter__()
+        return self
+
+
+class BrokenEvery(asyncron.EverySchedule):
+    """An every() schedule whose tick computation fails after its first tick."""
+
+    def next_fire(self, after: datetime, **options: Any) -> datetime | None:
+        if after > T0:
+            raise RuntimeError("schedule bug")
+        return super().next_fire(after, **options)
+
+
+class TestHardening:
+    async def test_a_tick_queued_for_overlap_is_skipped_if_the_job_is_paused_meanwhile(
+        self, running: Scheduler, clock: VirtualClock
+    ) -> None:
+        """Pausing a job skips its tick waiting for an overlap slot (reason paused)."""
+        started: list[datetime] = []
+        skipped = collect(running, asyncron.JobSkipped)
+
+        async def slow(ctx: asyncron.RunContext) -> None:
+            started.append(ctx.tick)
+            await clock.sleep_until(clock.monotonic() + 90)
+
+        job = running.add_job(slow, every(minutes=1), overlap="wait")
+        await clock.advance(minutes=2)  # first run going, the second tick waits
+        assert running.waiting_runs == 1
+        job.pause()
+        await clock.advance(seconds=31)  # the first run ends; the waiter is released
+        assert started == [T0 + timedelta(minutes=1)]
+        assert [(e.reason, e.tick) for e in skipped] == [
+            (asyncron.SkipReason.PAUSED, T0 + timedelta(minutes=2))
+        ]
+        assert running.waiting_runs == 0
+
+    async def test_removal_reason_is_exhausted_when_the_schedule_ends_before_stop_at(
+        self, running: Scheduler, clock: VirtualClock
+    ) -> None:
+        """A one-off whose only time is before stop_at is removed as exhausted; an
+        interval cut by stop_at is removed as stop_at."""
+        removed = collect(running, JobRemoved)
+        one_off = running.add_job(
+            noop, once(T0 + timedelta(minutes=1)), stop_at=T0 + timedelta(hours=1)
+        )
+        cut = running.add_job(noop, every(minutes=1), stop_at=T0 + timedelta(minutes=2))
+        await clock.advance(minutes=3)
+        reasons = {e.job_id: e.reason for e in removed}
+        assert reasons == {
+            one_off.id: RemovalReason.EXHAUSTED,
+            cut.id: RemovalReason.STOP_AT,
+        }
+
+    async def test_a_failing_dispatch_of_one_job_does_not_stop_the_others(
+        self, running: Scheduler, clock: VirtualClock, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """A job whose schedule raises is logged; every other job keeps running."""
+        rec = Recorder(clock)
+        running.add_job(noop, BrokenEvery(interval=timedelta(minutes=1)), name="broken")
+        running.add_job(rec, every(minutes=1))
+        await clock.advance(minutes=3)
+        assert rec.calls == [T0 + timedelta(minutes=m) for m in (1, 2, 3)]
+        assert any("dispatching broken failed" in r.getMessage() for r in caplog.records)
+
+    async def test_a_second_start_while_the_first_opens_its_backends_is_refused(
+        self, clock: VirtualClock
+    ) -> None:
+        """start() while another start() is opening backends raises SchedulerStateError."""
+        locker = SlowToOpenLocker()
+        scheduler = Scheduler(clock=clock, locker=locker)
+        first = asyncio.ensure_future(scheduler.start())
+        await locker.entered.wait()
+        with pytest.raises(SchedulerStateError, match="another start"):
+            await scheduler.start()
+        locker.release.set()
+        await first
+        assert scheduler.state is SchedulerState.RUNNING
+        await scheduler.shutdown()
