@@ -506,8 +506,9 @@ class RunEngine:
                 outcome = await self._pipeline(job, tick, kind, lock_result, need)
             else:  # nothing to wait for before the call: one coroutine frame fewer
                 outcome = await self._call(job, tick, kind, None, None, None, False, need)
-        except asyncio.CancelledError:
-            self._resolve(future, RunOutcome(RunStatus.FAILED, tick, exception=RunTimeout()))
+        except asyncio.CancelledError as exc:
+            # Only shutdown cancels a run's task (after stop_timeout): say so.
+            self._resolve(future, RunOutcome(RunStatus.FAILED, tick, exception=exc))
             raise
         finally:
             self._release(job)

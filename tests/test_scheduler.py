@@ -1269,3 +1269,23 @@ class TestHardening:
         await first
         assert scheduler.state is SchedulerState.RUNNING
         await scheduler.shutdown()
+
+    async def test_run_now_cancelled_by_shutdown_reports_the_cancellation(
+        self, clock: VirtualClock
+    ) -> None:
+        """A run_now() cut off by shutdown after stop_timeout fails with CancelledError."""
+        scheduler = Scheduler(clock=clock, stop_timeout=5)
+
+        async def endless() -> None:
+            await clock.sleep_until(clock.monotonic() + 3600)
+
+        job = scheduler.add_job(endless, every(hours=2))
+        await scheduler.start()
+        outcome = asyncio.ensure_future(job.run_now())
+        await clock.advance(seconds=1)
+        stopping = asyncio.ensure_future(scheduler.shutdown())
+        await clock.advance(seconds=6)
+        await stopping
+        result = await outcome
+        assert result.status is RunStatus.FAILED
+        assert isinstance(result.exception, asyncio.CancelledError)
