@@ -412,21 +412,13 @@ async def test_a_lock_reply_lost_with_the_read_back_is_recognised_on_retry(
     assert ran[0] == first.tick
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "catch-up race: the catch-up awaits the ledger read, and a regular tick that "
-        "comes due meanwhile is claimed first; the high-water mark then refuses every "
-        "older missed tick (tick_claimed), so with coalesce=False they never run. Fix: "
-        "hold back the jobs' regular ticks from the moment a catch-up is decided until "
-        "it has submitted (they are <= its now, so it runs them in order)"
-    ),
-)
 async def test_catch_up_is_not_overtaken_by_a_tick_due_during_the_ledger_read(
     redis_url: str,
 ) -> None:
     """A new leader reads the ledger (slowly: across a tick boundary here) and must
-    still run every missed tick within the grace, in order, with coalesce=False."""
+    still run every missed tick within the grace, with coalesce=False: a regular tick
+    that comes due during the read is held back (claimed first, it would make the
+    older missed ticks refused by the high-water mark) and runs after them."""
     from redis.asyncio import Redis
 
     from asyncron.distributed.redis import RedisElector
