@@ -39,6 +39,7 @@ from ._events import (
     RunStatus,
     SkipReason,
 )
+from ._time import to_us
 from .errors import LockHeld, LockLostError, LockNotAcquired, RunTimeout, TickClaimed
 
 if TYPE_CHECKING:
@@ -385,6 +386,7 @@ class RunEngine:
             and job._coordinated
             and kind is not _RUN_NOW
             and job._opts.jitter is None
+            and job._opts.max_instances == 1
             and self._elector is None
         ):
             locker = job._opts.locker or self._locker
@@ -546,7 +548,7 @@ class RunEngine:
         report_tick = tick if tick is not None else clock.now()
         while True:
             try:
-                return await locker.lock(job._key, tick)
+                return await self._lock(locker, job, tick, tick)
             except LockNotAcquired as exc:
                 if self._waits_for_lock(job, tick, kind, exc):
                     assert tick is not None
@@ -642,13 +644,23 @@ class RunEngine:
             await clock.sleep_until(clock.monotonic() + delay)
             delay = min(delay * 2, 1.0)
             try:
-                return await locker.lock(job._key, None)
+                return await self._lock(locker, job, None, tick)
             except LockNotAcquired:
                 continue
             except Exception as exc:
                 self._logger.warning("lock backend failed for %s at %s: %r", job._key, tick, exc)
                 if grace is None:
                     return self._skip(job, tick, kind, SkipReason.LOCK_ERROR)
+
+    @staticmethod
+    async def _lock(
+        locker: Locker, job: Job, claim: datetime | None, run_tick: datetime | None
+    ) -> Lock:
+        """``lock(key, claim)``; with ``max_instances > 1`` the run lock of a ticked run
+        is ``f"{key}@{tick_us}"`` (design §3), so concurrent runs do not refuse each other."""
+        if job._opts.max_instances == 1 or run_tick is None:
+            return await locker.lock(job._key, claim)
+        return await locker.lock(job._key, claim, run_key=f"{job._key}@{to_us(run_tick)}")
 
     def _refused(self, job: Job, tick: datetime, kind: RunKind, exc: LockNotAcquired) -> RunOutcome:
         if isinstance(exc, TickClaimed):

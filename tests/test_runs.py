@@ -46,6 +46,7 @@ from asyncron import (
     once,
 )
 from asyncron import _events as events_module
+from asyncron._time import to_us
 from asyncron.distributed import MemoryElector, MemoryLocker
 from asyncron.testing import VirtualClock
 
@@ -1314,11 +1315,6 @@ class TestLocker:
         assert [type(e) for e in rec.events] == [LockLost, JobFailed]
         assert isinstance(rec.events[1].exception, LockLostError)  # type: ignore[attr-defined]
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="design §3: with max_instances > 1 the run lock is f'{key}@{tick_us}', "
-        "but the runner always locks the job key, so a second concurrent run is refused",
-    )
     async def test_max_instances_above_one_locks_each_tick_separately(
         self, start: Factory, clock: VirtualClock
     ) -> None:
@@ -1336,6 +1332,8 @@ class TestLocker:
         try:
             await clock.advance(minutes=2)
             assert ran == [at(1), at(2)]
+            assert sorted(locker.holders) == [f"pair@{to_us(at(1))}", f"pair@{to_us(at(2))}"]
+            assert locker.claimed["pair"] == at(2)
         finally:
             gate.set()
 

@@ -184,14 +184,17 @@ class MemoryLocker(_CountedEntries):
         holder._mark_lost(LockLostError(f"the run lock on {key!r} was lost"))
         return True
 
-    async def lock(self, key: str, tick: datetime | None) -> MemoryLock:
-        """Claim ``(key, tick)`` (unless ``tick`` is None), then take the run lock on ``key``.
+    async def lock(
+        self, key: str, tick: datetime | None, *, run_key: str | None = None
+    ) -> MemoryLock:
+        """Claim ``(key, tick)`` (unless ``tick`` is None), then take the run lock on
+        ``run_key`` (default: ``key``).
 
         :raises TickClaimed: ``tick`` is at or before the key's last claimed tick
         :raises LockHeld: another run holds the lock; the claim just made is kept
         """
         self._check_failure()
-        return self._lock(key, tick)
+        return self._lock(key, tick, key if run_key is None else run_key)
 
     async def lock_many(
         self, requests: Sequence[tuple[str, datetime | None]]
@@ -201,7 +204,7 @@ class MemoryLocker(_CountedEntries):
         results: list[Lock | LockNotAcquired] = []
         for key, tick in requests:
             try:
-                results.append(self._lock(key, tick))
+                results.append(self._lock(key, tick, key))
             except LockNotAcquired as refusal:
                 results.append(refusal)
         return results
@@ -217,19 +220,19 @@ class MemoryLocker(_CountedEntries):
             # grow one exception's traceback chain without bound.
             raise self._failure.with_traceback(None)
 
-    def _lock(self, key: str, tick: datetime | None) -> MemoryLock:
+    def _lock(self, key: str, tick: datetime | None, run_key: str) -> MemoryLock:
         if tick is not None:
             tick_us = to_us(tick)
             last = self._claims.get(key)
             if last is not None and tick_us <= last:
                 raise TickClaimed(key, f"tick {tick_us} µs is not after the last claim {last} µs")
             self._claims[key] = tick_us
-        if key in self._holders:
+        if run_key in self._holders:
             raise LockHeld(key, "another run holds the run lock")
         token = self._tokens.get(key, 0) + 1
         self._tokens[key] = token
-        lock = MemoryLock(self, key, token)
-        self._holders[key] = lock
+        lock = MemoryLock(self, run_key, token)
+        self._holders[run_key] = lock
         return lock
 
     def _release(self, lock: MemoryLock) -> None:

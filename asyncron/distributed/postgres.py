@@ -664,6 +664,7 @@ class PostgresLock:
         "_outcome",
         "_released",
         "_run_id",
+        "_run_key",
         "_session",
         "_tick",
     )
@@ -677,12 +678,14 @@ class PostgresLock:
         tick: datetime | None,
         fencing_token: int,
         run_id: int | None,
+        run_key: str | None = None,
     ) -> None:
         self._locker = locker
         self._session = session
         self._generation = generation
         self._key = key
-        self._keys = advisory_key(locker._prefix, key)
+        self._run_key = key if run_key is None else run_key
+        self._keys = advisory_key(locker._prefix, self._run_key)
         self._tick = tick
         self._fencing_token = fencing_token
         self._run_id = run_id
@@ -863,15 +866,17 @@ class PostgresLocker(_PostgresBackend):
             f"held={sum(1 for lock in self._held.values() if lock is not None)}>"
         )
 
-    async def lock(self, key: str, tick: datetime | None) -> PostgresLock:
+    async def lock(
+        self, key: str, tick: datetime | None, *, run_key: str | None = None
+    ) -> PostgresLock:
         """Claim ``(key, tick)`` (unless ``tick`` is None) and take the run lock on
-        ``key``, in one statement.
+        ``run_key`` (default: ``key``), in one statement.
 
         :raises TickClaimed: ``tick`` is at or before the key's last claimed tick
         :raises LockHeld: another run, here or elsewhere, holds the lock; the claim
             just made is kept
         """
-        (result,) = await self.lock_many([(key, tick)])
+        (result,) = await self._locked([(key, tick, key if run_key is None else run_key)])
         if isinstance(result, LockNotAcquired):
             raise result
         assert isinstance(result, PostgresLock)
@@ -886,8 +891,13 @@ class PostgresLocker(_PostgresBackend):
         A backend failure raises for the whole batch: the locks it took are released
         and its claims stay retryable (a retry of the same tick is not refused).
         """
+        return await self._locked([(key, tick, key) for key, tick in requests])
+
+    async def _locked(
+        self, requests: list[tuple[str, datetime | None, str]]
+    ) -> list[Lock | LockNotAcquired]:
+        """lock_many over (key, tick, run key) requests."""
         self._check_usable()
-        requests = list(requests)
         task = asyncio.ensure_future(self._lock_many(requests))
         try:
             # Shielded: a statement cut short by cancellation would leave its outcome
@@ -896,7 +906,7 @@ class PostgresLocker(_PostgresBackend):
         except asyncio.CancelledError:
             task.add_done_callback(self._abandon)
             raise
-        for key, tick in requests:
+        for key, tick, _ in requests:
             if tick is not None:
                 self._ambiguous.pop((key, to_us(tick)), None)
         return list(results)
@@ -909,14 +919,14 @@ class PostgresLocker(_PostgresBackend):
         return int(str(status).rsplit(" ", 1)[-1])
 
     async def _lock_many(
-        self, requests: list[tuple[str, datetime | None]]
+        self, requests: list[tuple[str, datetime | None, str]]
     ) -> list[PostgresLock | LockNotAcquired]:
         results: list[PostgresLock | LockNotAcquired | None] = [None] * len(requests)
         # A key twice in one batch goes in a second round: one INSERT … ON CONFLICT may
         # not touch a row twice.
         rounds: list[list[int]] = []
         seen: dict[str, int] = {}
-        for index, (key, _tick) in enumerate(requests):
+        for index, (key, _tick, _run_key) in enumerate(requests):
             occurrence = seen.get(key, 0)
             seen[key] = occurrence + 1
             if occurrence == len(rounds):
@@ -939,17 +949,17 @@ class PostgresLocker(_PostgresBackend):
 
     async def _lock_round(
         self,
-        requests: list[tuple[str, datetime | None]],
+        requests: list[tuple[str, datetime | None, str]],
         indexes: list[int],
         results: list[PostgresLock | LockNotAcquired | None],
     ) -> None:
         by_session: dict[int, list[int]] = {}
         for index in indexes:
-            key, tick = requests[index]
-            if tick is None and key in self._held:
+            key, tick, run_key = requests[index]
+            if tick is None and run_key in self._held:
                 results[index] = LockHeld(key, "held by another run in this process")
                 continue
-            digest = _digest(self._prefix, key)
+            digest = _digest(self._prefix, run_key)
             session = int.from_bytes(digest, "big") % len(self._sessions)
             by_session.setdefault(session, []).append(index)
         outcomes = await asyncio.gather(
@@ -966,7 +976,7 @@ class PostgresLocker(_PostgresBackend):
     async def _lock_on(
         self,
         session: _Session,
-        requests: list[tuple[str, datetime | None]],
+        requests: list[tuple[str, datetime | None, str]],
         batch: list[int],
         results: list[PostgresLock | LockNotAcquired | None],
     ) -> None:
@@ -979,19 +989,19 @@ class PostgresLocker(_PostgresBackend):
         k2s: list[int] = []
         reserved: set[str] = set()
         for index in batch:
-            key, tick = requests[index]
+            key, tick, run_key = requests[index]
             tick_us = None if tick is None else to_us(tick)
             keys.append(key)
             ticks.append(tick_us)
             nonces.append(None if tick_us is None else self._nonce(key, tick_us))
             # A key held here is still claimed (the claim is kept) but never locked:
             # the session already holds it and would grant it again.
-            free = key not in self._held
+            free = run_key not in self._held
             wanted.append(free)
             if free:
-                self._held[key] = None
-                reserved.add(key)
-            k1, k2 = advisory_key(self._prefix, key)
+                self._held[run_key] = None
+                reserved.add(run_key)
+            k1, k2 = advisory_key(self._prefix, run_key)
             k1s.append(k1)
             k2s.append(k2)
         try:
@@ -1005,23 +1015,23 @@ class PostgresLocker(_PostgresBackend):
             await self._unlock_after_error(session, generation, wanted, k1s, k2s, exc)
             raise
         for row, index in zip(rows, batch, strict=True):
-            key, tick = requests[index]
-            if key in reserved:
-                self._held.pop(key, None)
+            key, tick, run_key = requests[index]
+            if run_key in reserved:
+                self._held.pop(run_key, None)
             if not row["claim_ok"]:
                 assert tick is not None
                 results[index] = TickClaimed(
                     key, f"tick {tick.isoformat()} is not after the last claimed tick"
                 )
             elif not row["lock_ok"]:
-                where = "in this process" if key not in reserved else "elsewhere"
+                where = "in this process" if run_key not in reserved else "elsewhere"
                 results[index] = LockHeld(key, f"held by another run {where}")
             else:
                 lock = PostgresLock(
-                    self, session, generation, key, tick, int(row["token"]), row["id"]
+                    self, session, generation, key, tick, int(row["token"]), row["id"], run_key
                 )
                 # Held from here, so a session lost before lock_many returns loses it.
-                self._held[key] = lock
+                self._held[run_key] = lock
                 results[index] = lock
 
     async def _unlock_after_error(
@@ -1066,8 +1076,8 @@ class PostgresLocker(_PostgresBackend):
                 self._start(result.unlock(), "release")
 
     def _forget(self, lock: PostgresLock) -> None:
-        if self._held.get(lock.key) is lock:
-            del self._held[lock.key]
+        if self._held.get(lock._run_key) is lock:
+            del self._held[lock._run_key]
 
     def _session_lost(self, index: int) -> Callable[[BaseException], None]:
         def lost(exc: BaseException) -> None:

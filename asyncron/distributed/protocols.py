@@ -53,10 +53,14 @@ class Lock(Protocol):
 class Locker(Protocol):
     """Claims (key, tick) pairs and takes run locks, so each tick runs once in a cluster."""
 
-    async def lock(self, key: str, tick: datetime | None) -> Lock:
-        """Claim ``(key, tick)``, then take the run lock on ``key``, in one round trip.
+    async def lock(self, key: str, tick: datetime | None, *, run_key: str | None = None) -> Lock:
+        """Claim ``(key, tick)``, then take the run lock on ``run_key`` (default ``key``),
+        in one round trip.
 
-        ``tick=None`` takes the run lock only, with no claim. Raises
+        The scheduler passes ``run_key=f"{key}@{tick_us}"`` only for jobs with
+        ``max_instances > 1``, whose concurrent runs each need their own run lock; the
+        claim and the fencing token stay per ``key``. ``tick=None`` takes the run lock
+        only, with no claim. Raises
         :class:`~asyncron.TickClaimed` if ``tick`` is at or before the key's last
         claimed tick; :class:`~asyncron.LockHeld` if another run holds the run lock
         (a claim already made is kept). Any other exception is a backend failure.

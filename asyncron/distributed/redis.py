@@ -338,9 +338,12 @@ class _RedisBackend:
             pending = missing
         return results
 
-    def _job_keys(self, key: str) -> tuple[str, str, str]:
+    def _job_keys(self, key: str, run_key: str | None = None) -> tuple[str, str, str]:
         base = f"{self._prefix}:{{{key}}}"
-        return f"{base}:claim", f"{base}:lock", f"{base}:fence"
+        # A run lock on another key than the job's (one per tick when max_instances > 1)
+        # keeps the job's hash tag, so the script's keys stay in one cluster slot.
+        lock = f"{base}:lock" if run_key is None or run_key == key else f"{base}:lock:{run_key}"
+        return f"{base}:claim", lock, f"{base}:fence"
 
     async def _claimed(self, keys: Sequence[str]) -> dict[str, datetime]:
         if not keys:
@@ -463,15 +466,17 @@ class RedisLocker(_RedisBackend):
     def __repr__(self) -> str:
         return f"<RedisLocker prefix={self._prefix!r} ttl={self._ttl:g}s held={len(self._held)}>"
 
-    async def lock(self, key: str, tick: datetime | None) -> RedisLock:
+    async def lock(
+        self, key: str, tick: datetime | None, *, run_key: str | None = None
+    ) -> RedisLock:
         """Claim ``(key, tick)`` (unless ``tick`` is None) and take the run lock on
-        ``key``, in one script call.
+        ``run_key`` (default: ``key``), in one script call.
 
         :raises TickClaimed: ``tick`` is at or before the key's last claimed tick
         :raises LockHeld: another run holds the lock; the claim just made is kept
         :raises redis.exceptions.RedisError: Redis failed; nothing is known to be held
         """
-        result = (await self._lock_batch([(key, tick)], batch=False))[0]
+        result = (await self._lock_batch([(key, tick)], batch=False, run_key=run_key))[0]
         if isinstance(result, LockNotAcquired):
             raise result
         return result
@@ -488,7 +493,11 @@ class RedisLocker(_RedisBackend):
         return await self._claimed(keys)
 
     async def _lock_batch(
-        self, requests: Sequence[tuple[str, datetime | None]], *, batch: bool
+        self,
+        requests: Sequence[tuple[str, datetime | None]],
+        *,
+        batch: bool,
+        run_key: str | None = None,
     ) -> list[RedisLock | LockNotAcquired]:
         # A fresh owner per request: it tells this acquisition from any other. Except a
         # retry of a (key, tick) whose outcome was lost: it reuses that owner, so the script
@@ -500,7 +509,10 @@ class RedisLocker(_RedisBackend):
             for key, tick in requests
         ]
         calls = [
-            (self._job_keys(key), ("" if tick is None else to_us(tick), owner, self._ttl_ms))
+            (
+                self._job_keys(key, run_key),
+                ("" if tick is None else to_us(tick), owner, self._ttl_ms),
+            )
             for (key, tick), owner in zip(requests, owners, strict=True)
         ]
         sent = self._clock.monotonic()

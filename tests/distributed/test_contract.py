@@ -76,6 +76,22 @@ class TestLockerContract:
             await other.lock("job", tick(1))
         assert await other.last_ticks(["job"]) == {"job": tick(1)}
 
+    async def test_run_key_locks_each_tick_apart_under_one_claim(self, backend: Backend) -> None:
+        """With run_key (max_instances > 1), runs of one key hold separate run locks while
+        claims and fencing tokens stay per key."""
+        other = await backend.new_locker()
+        first = await backend.locker.lock("job", tick(1), run_key="job@1")
+        second = await other.lock("job", tick(2), run_key="job@2")
+        assert second.fencing_token > first.fencing_token
+        with pytest.raises(TickClaimed):
+            await backend.locker.lock("job", tick(2), run_key="job@2b")
+        with pytest.raises(LockHeld):
+            await backend.locker.lock("job", tick(3), run_key="job@2")
+        assert await other.last_ticks(["job"]) == {"job": tick(3)}
+        plain = await backend.locker.lock("job", None)  # the job key's own lock is free
+        for lock in (first, second, plain):
+            await lock.unlock()
+
     async def test_tick_none_takes_only_the_run_lock(self, backend: Backend) -> None:
         """lock(key, None) claims nothing and ignores claims, but still excludes."""
         lock = await backend.locker.lock("job", None)
