@@ -24,7 +24,6 @@ import sys
 import tempfile
 import time
 import uuid
-import warnings
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -512,35 +511,7 @@ def test_a_leader_frozen_past_its_deadline_acts_on_nothing_when_resumed(
             assert gains and gains[0]["wall"] - stopped_at <= ttl + 1.0, gains[:1]
 
 
-def _start_redis(port: int | None = None, directory: str | None = None) -> Any:
-    # start_private_redis drops its Popen while the server runs (stopped by pid):
-    # its ResourceWarning would fail the test under filterwarnings=error.
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ResourceWarning)
-        return start_private_redis(port, directory)
-
-
-def _stop_redis(pid: int) -> None:
-    """SIGTERM a private redis-server (its AOF stays) and reap it, bounded."""
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            done, _ = os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if done:
-            return
-        time.sleep(0.02)
-    os.kill(pid, signal.SIGKILL)
-    os.waitpid(pid, 0)
-
-
 @pytest.mark.external_service
-# start_private_redis drops its running Popen, whose warning may surface later.
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
-@pytest.mark.filterwarnings("ignore::ResourceWarning")
 def test_a_redis_restart_mid_run_loses_no_tick_and_runs_none_twice(tmp_path: Path) -> None:
     """A private redis-server (appendonly yes, appendfsync always) restarted on the
     same port and directory while 3 instances run: claims survive in the AOF, runs
@@ -549,8 +520,7 @@ def test_a_redis_restart_mid_run_loses_no_tick_and_runs_none_twice(tmp_path: Pat
         unavailable("redis-server (for the restart test)")
     directory = tempfile.mkdtemp(prefix="asyncron-mp-redis-")
     port = free_port()
-    server = _start_redis(port, directory)
-    pid = server.pid
+    server = start_private_redis(port, directory)
     try:
         with cluster(
             tmp_path, "redis-locker", server.url, jobs=20, ttl=3.0, options=CATCH_UP
@@ -558,9 +528,9 @@ def test_a_redis_restart_mid_run_loses_no_tick_and_runs_none_twice(tmp_path: Pat
             ready = group.wait_ready()
             group.wait_for(lambda: time.time() > ready + WARMUP, WARMUP + 1, "warm-up")
             down = time.time()
-            _stop_redis(pid)
+            server.stop(remove=False)
             time.sleep(2)
-            pid = _start_redis(port, directory).pid
+            server = start_private_redis(port, directory)
             up = time.time()
             time.sleep(3.5)
             stopped = group.stop()
@@ -577,7 +547,7 @@ def test_a_redis_restart_mid_run_loses_no_tick_and_runs_none_twice(tmp_path: Pat
             )
             assert events["LockFailed"] >= 1, "the outage went unnoticed"
     finally:
-        _stop_redis(pid)
+        server.stop(remove=False)
         shutil.rmtree(directory, ignore_errors=True)
 
 

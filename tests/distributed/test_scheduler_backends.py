@@ -11,11 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-import os
-import signal
 import time
 import uuid
-import warnings
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -165,44 +162,15 @@ async def test_lock_loss_cancels_the_running_async_run(server: tuple[str, str]) 
         print(f"[lock loss {name}] detected_and_cancelled_s={detected:.3f}")
 
 
-def _start_redis(port: int | None = None, directory: str | None = None) -> Any:
-    # start_private_redis drops its running Popen (the server is stopped by pid); the
-    # ResourceWarning of that drop would fail the test under filterwarnings=error.
-    # Called in the test's own thread: warnings filters are not thread-safe.
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ResourceWarning)
-        return start_private_redis(port, directory)
-
-
-def _stop_redis(pid: int) -> None:
-    """SIGTERM a private redis-server, keeping its directory, and reap it (bounded)."""
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            done, _ = os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if done:
-            return
-        time.sleep(0.02)
-    os.kill(pid, signal.SIGKILL)
-    os.waitpid(pid, 0)
-
-
-# start_private_redis drops its running Popen, whose warning may surface later.
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
-@pytest.mark.filterwarnings("ignore::ResourceWarning")
 async def test_redis_outage_is_reported_survived_and_recovered_from() -> None:
     """With the (private) Redis stopped, due runs fail to lock: ``LockFailed``, then
     ``JobMissed(backend_unavailable)`` once the next tick is due; the scheduler keeps
     running, raises nothing, and runs again by itself once Redis is back."""
     try:
-        server = _start_redis(free_port())  # in this thread: see _start_redis
+        server = start_private_redis(free_port())
     except (FileNotFoundError, RuntimeError, OSError):
         unavailable("redis-server (for the outage test)")
-    pid, directory = server.pid, server.directory
+    directory = server.directory
     port = int(server.url.rsplit(":", 1)[1].split("/")[0])
     events = Events()
     ran: list[datetime] = []
@@ -216,7 +184,7 @@ async def test_redis_outage_is_reported_survived_and_recovered_from() -> None:
     try:
         async with scheduler:
             await events.wait(lambda e: isinstance(e, JobStarted), 5, "a first run")
-            await asyncio.to_thread(_stop_redis, pid)
+            await asyncio.to_thread(server.stop, remove=False)
             down = datetime.now(UTC)
             await events.wait(lambda e: isinstance(e, LockFailed), 5, "LockFailed")
             missed = await events.wait(
@@ -226,7 +194,7 @@ async def test_redis_outage_is_reported_survived_and_recovered_from() -> None:
             )
             assert missed.first_tick >= down - timedelta(seconds=1)
             assert scheduler.state is SchedulerState.RUNNING
-            pid = _start_redis(port, directory).pid
+            server = start_private_redis(port, directory)
             up = datetime.now(UTC)
             await events.wait(
                 lambda e: isinstance(e, JobStarted) and e.tick > up, 10, "a run after recovery"
@@ -238,7 +206,7 @@ async def test_redis_outage_is_reported_survived_and_recovered_from() -> None:
                 f"missed={sum(e.count or 1 for e in events.of(JobMissed))} runs={len(ran)}"
             )
     finally:
-        await asyncio.to_thread(_stop_redis, pid)
+        await asyncio.to_thread(server.stop, remove=False)
         import shutil
 
         shutil.rmtree(directory, ignore_errors=True)
@@ -296,8 +264,6 @@ async def test_fencing_token_is_the_locks_token_and_increases(server: tuple[str,
     assert tokens == sorted(set(tokens)), tokens  # strictly increasing
 
 
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
-@pytest.mark.filterwarnings("ignore::ResourceWarning")
 async def test_an_elector_claim_failing_in_an_outage_is_deferred_not_dropped() -> None:
     """Under a RedisElector (which claims each tick in its ledger), a Redis outage
     shorter than the lease makes the claims fail: each affected run emits
@@ -306,10 +272,10 @@ async def test_an_elector_claim_failing_in_an_outage_is_deferred_not_dropped() -
     from asyncron.distributed.redis import RedisElector
 
     try:
-        server = _start_redis(free_port())
+        server = start_private_redis(free_port())
     except (FileNotFoundError, RuntimeError, OSError):
         unavailable("redis-server (for the outage test)")
-    pid, directory = server.pid, server.directory
+    directory = server.directory
     port = int(server.url.rsplit(":", 1)[1].split("/")[0])
     events = Events()
     ran: list[datetime] = []
@@ -331,17 +297,17 @@ async def test_an_elector_claim_failing_in_an_outage_is_deferred_not_dropped() -
         async with scheduler:
             await events.wait(lambda e: isinstance(e, JobStarted), 5, "a first run")
             first = ran[0]
-            _stop_redis(pid)
+            server.stop(remove=False)
             await events.wait(lambda e: isinstance(e, LockFailed), 5, "LockFailed")
             await asyncio.sleep(1)
-            pid = _start_redis(port, directory).pid
+            server = start_private_redis(port, directory)
             up = datetime.now(UTC)
             await events.wait(
                 lambda e: isinstance(e, JobStarted) and e.tick > up, 10, "a run after recovery"
             )
             last = max(ran)
     finally:
-        _stop_redis(pid)
+        server.stop(remove=False)
         import shutil
 
         shutil.rmtree(directory, ignore_errors=True)
