@@ -677,8 +677,12 @@ class Scheduler(RunEngine):
         if self._elector is not None and hasattr(self._elector, "add_listener"):
             self._remove_listener = self._elector.add_listener(self._on_leadership)
             current = self._elector.leadership()
-            if current is not None:
+            if current is not None:  # a term won before start has no change event
                 current.on_lost(self._cancel_leader_runs)
+                if self._events.wants(LeadershipChanged):
+                    self._events.emit(
+                        LeadershipChanged(timestamp=now, leader=True, epoch=current.epoch)
+                    )
         if not resume:
             catch_up = [
                 j
@@ -927,15 +931,23 @@ class Scheduler(RunEngine):
         sources = [b for b in self._backends() if hasattr(b, "server_time")]
         while True:
             for backend in sources:
-                try:
-                    before = clock.now()
-                    mono = clock.monotonic()
-                    server = await backend.server_time()
-                    rtt = clock.monotonic() - mono
-                except Exception as exc:
-                    self._logger.debug("clock skew: reading server time failed: %r", exc)
+                # The sample with the shortest round trip bounds the error best: a
+                # stall during one read would skew it by half the stall.
+                best: tuple[float, timedelta] | None = None
+                for _ in range(3):
+                    try:
+                        before = clock.now()
+                        mono = clock.monotonic()
+                        server = await backend.server_time()
+                        rtt = clock.monotonic() - mono
+                    except Exception as exc:
+                        self._logger.debug("clock skew: reading server time failed: %r", exc)
+                        break
+                    if best is None or rtt < best[0]:
+                        best = (rtt, before + timedelta(seconds=rtt / 2) - server)
+                if best is None:
                     continue
-                skew = before + timedelta(seconds=rtt / 2) - server
+                skew = best[1]
                 self._clock_skew = skew
                 if abs(skew) > self._skew_threshold:
                     self._logger.warning(

@@ -1289,3 +1289,15 @@ class TestHardening:
         result = await outcome
         assert result.status is RunStatus.FAILED
         assert isinstance(result.exception, asyncio.CancelledError)
+
+    async def test_a_term_won_before_start_is_announced_at_start(self, clock: VirtualClock) -> None:
+        """An elector already leading when the scheduler starts emits LeadershipChanged."""
+        from asyncron import LeadershipChanged
+        from asyncron.distributed import MemoryElector
+
+        elector = MemoryElector(leader=True)
+        scheduler = Scheduler(clock=clock, elector=elector)
+        changes = collect(scheduler, LeadershipChanged)
+        async with scheduler:
+            await clock.advance(seconds=1)
+        assert [(c.leader, c.epoch) for c in changes] == [(True, elector.leadership().epoch)]
