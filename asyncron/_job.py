@@ -65,6 +65,10 @@ def random_uuid() -> uuid.UUID:
 BeforeRun = Callable[[RunContext], "bool | Awaitable[bool]"]
 
 
+#: The one ``start_at="now"`` object options hold, so checks can use ``is``.
+START_NOW: Literal["now"] = "now"
+
+
 @dataclass(frozen=True, slots=True)
 class JobOptions:
     """A job's validated options; shared between jobs when equal to the defaults."""
@@ -122,10 +126,34 @@ def _check_datetime(field: str, value: Any, zone: ZoneInfo) -> datetime | None:
     return value.astimezone(UTC)
 
 
+_OPTIONS_CACHE: dict[Any, JobOptions] = {}
+
+
 def build_options(given: Mapping[str, Any], zone: ZoneInfo) -> JobOptions:
-    """Validate job options (already merged with the scheduler's ``job_defaults``)."""
+    """Validate job options (already merged with the scheduler's ``job_defaults``).
+
+    Options are immutable, so jobs given equal options share one validated instance.
+    """
     if not given:
         return _DEFAULT_OPTIONS
+    # Value types are in the key so that, say, True never passes for 1. (Keyword order
+    # is part of it too: a different order only misses the cache.)
+    key: Any = (zone, *given.items(), *map(type, given.values()))
+    try:
+        cached = _OPTIONS_CACHE.get(key)
+    except TypeError:  # an unhashable value: validate it every time
+        cached = key = None
+    if cached is not None:
+        return cached
+    opts = _build_options(given, zone)
+    if key is not None:
+        if len(_OPTIONS_CACHE) >= 1024:
+            _OPTIONS_CACHE.clear()
+        _OPTIONS_CACHE[key] = opts
+    return opts
+
+
+def _build_options(given: Mapping[str, Any], zone: ZoneInfo) -> JobOptions:
     unknown = set(given) - OPTION_NAMES
     if unknown:
         name = sorted(unknown)[0]
@@ -152,7 +180,7 @@ def build_options(given: Mapping[str, Any], zone: ZoneInfo) -> JobOptions:
             jitter = as_duration(key, value, allow_none=True)
             values[key] = jitter if jitter else None
         elif key == "start_at":
-            values[key] = value if value == "now" else _check_datetime(key, value, zone)
+            values[key] = START_NOW if value == "now" else _check_datetime(key, value, zone)
         elif key == "stop_at":
             values[key] = _check_datetime(key, value, zone)
         elif key == "before_run":

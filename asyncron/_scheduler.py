@@ -37,6 +37,7 @@ from ._events import (
 )
 from ._job import (
     OPTION_NAMES,
+    START_NOW,
     BeforeRun,
     Job,
     JobOptions,
@@ -298,7 +299,7 @@ class Scheduler(RunEngine):
         )
         now = self._clock.now()
         first = self._first_tick(job, now)
-        if first is None and not local_once and opts.start_at != "now":
+        if first is None and not local_once and opts.start_at is not START_NOW:
             if is_once:
                 raise InvalidScheduleError(
                     "at",
@@ -616,7 +617,7 @@ class Scheduler(RunEngine):
                 self._retire(job, RemovalReason.EXHAUSTED)
             return
         submitted = False
-        if opts.start_at == "now" and first_start:
+        if opts.start_at is START_NOW and first_start:
             tick = self._latest(job, now) or now
             self._submit(job, tick, RunKind.START, None)
             submitted = True

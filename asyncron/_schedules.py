@@ -1189,12 +1189,31 @@ def _from_validation_error(exc: ValidationError, data: Any = None) -> InvalidSch
     return error
 
 
+_INTERNED: dict[Any, Schedule] = {}
+_INTERN_LIMIT = 4096
+
+
 def _build(model: type[Schedule], **values: Any) -> Any:
+    # Schedules are immutable, so equal arguments can share one instance: adding many
+    # jobs with every(seconds=60) then costs a dict lookup, not a model each (~0.5 KB).
+    # Value types are part of the key, so True never stands in for 1.
     try:
-        return model.model_validate(values)
+        key: Any = (model, *((k, type(v), v) for k, v in sorted(values.items())))
+        hash(key)
+    except TypeError:  # a list or another unhashable argument: build, don't intern
+        key = None
+    if key is not None and (found := _INTERNED.get(key)) is not None:
+        return found
+    try:
+        built = model.model_validate(values)
     except ValidationError as exc:
         error = _from_validation_error(exc)
         raise error from error.__cause__
+    if key is not None:
+        if len(_INTERNED) >= _INTERN_LIMIT:
+            _INTERNED.clear()
+        _INTERNED[key] = built
+    return built
 
 
 def parse_schedule(data: str | bytes | dict[str, Any]) -> Schedule:
@@ -1248,6 +1267,35 @@ def every(
 
     :param interval: the interval as a timedelta or a number of seconds
     """
+    amounts = (interval, weeks, days, hours, minutes, seconds, milliseconds)
+    # Types are part of the key, so a bool never passes as the number it hashes like.
+    key = tuple((type(a), a) for a in amounts)
+    try:
+        found = _EVERY.get(key)
+    except TypeError:  # an unhashable argument: validation below rejects it
+        found = key = None  # type: ignore[assignment]
+    if found is not None:
+        return found
+    made = _every(*amounts)
+    if key is not None:
+        if len(_EVERY) >= _INTERN_LIMIT:
+            _EVERY.clear()
+        _EVERY[key] = made
+    return made
+
+
+_EVERY: dict[Any, EverySchedule] = {}
+
+
+def _every(
+    interval: timedelta | float | None,
+    weeks: float,
+    days: float,
+    hours: float,
+    minutes: float,
+    seconds: float,
+    milliseconds: float,
+) -> EverySchedule:
     units = dict(zip(_UNITS, (weeks, days, hours, minutes, seconds, milliseconds), strict=True))
     for name, amount in units.items():
         if isinstance(amount, bool) or not isinstance(amount, (int, float)) or amount < 0:

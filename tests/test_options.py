@@ -995,3 +995,22 @@ class TestScale:
         assert count == 10_080
         assert handle.run_count == 10_080
         assert handle.last_run == T0 + timedelta(days=7)
+
+
+class TestOptionsCache:
+    """Jobs given equal options share one validated JobOptions; checks still apply."""
+
+    def test_equal_options_share_one_instance(self) -> None:
+        """Two jobs with the same options hold the same JobOptions object."""
+        scheduler = Scheduler()
+        first = scheduler.add_job(noop, every(minutes=1), max_instances=3, overlap="wait")
+        second = scheduler.add_job(noop, every(minutes=1), max_instances=3, overlap="wait")
+        assert first.options is second.options
+        assert first.options.max_instances == 3
+
+    def test_a_bool_never_passes_as_the_cached_number(self) -> None:
+        """After max_instances=1 is cached, max_instances=True is still rejected."""
+        scheduler = Scheduler()
+        scheduler.add_job(noop, every(minutes=1), max_instances=1)
+        with pytest.raises(ConfigurationError, match="max_instances=True"):
+            scheduler.add_job(noop, every(minutes=1), max_instances=True)

@@ -749,3 +749,22 @@ class TestPeriodProperties:
             assert nxt == later[0]
         if earlier:
             assert last == earlier[-1]
+
+
+class TestInterning:
+    """Equal constructor arguments share one immutable schedule, never bypassing checks."""
+
+    def test_equal_arguments_share_one_schedule(self) -> None:
+        """every(seconds=60) twice is one object; a different interval is another."""
+        assert every(seconds=60) is every(seconds=60)
+        assert every(seconds=60) is not every(seconds=61)
+        assert every(seconds=60) == every(minutes=1)
+
+    def test_a_bool_never_passes_as_the_cached_number(self) -> None:
+        """After every(seconds=1) is cached, every(seconds=True) is still rejected."""
+        every(seconds=1)
+        with pytest.raises(InvalidScheduleError, match="seconds=True"):
+            every(seconds=True)
+        cron("* * * * * *", seconds=True)
+        with pytest.raises(InvalidScheduleError, match="seconds=1"):
+            cron("* * * * * *", seconds=1)
