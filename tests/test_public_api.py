@@ -28,7 +28,7 @@ PUBLIC_MODULES = (
 )
 
 #: Private modules with helpers shared inside asyncron, deliberately not re-exported.
-INTERNAL_MODULES = frozenset({"asyncron._runner", "asyncron._time"})
+INTERNAL_MODULES = frozenset({"asyncron._runner", "asyncron._time", "asyncron.distributed._common"})
 
 
 def all_modules() -> list[str]:

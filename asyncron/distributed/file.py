@@ -21,63 +21,27 @@ import contextlib
 import fcntl
 import logging
 import os
-from collections.abc import Callable
 from datetime import timedelta
 from types import TracebackType
-from typing import Any, Self
+from typing import Self
 
 from .._clock import Clock, SystemClock
 from .._time import as_duration
 from ..errors import ConfigurationError, LockLostError
-from .protocols import Leadership
+from ._common import ElectorListeners, Term
 
 __all__ = ("FileElector", "FileLeadership")
 
 logger = logging.getLogger("asyncron")
 
 
-def _deliver(callbacks: list[Callable[[Any], None]], value: Any) -> None:
-    loop = asyncio.get_running_loop()
-    for callback in callbacks:
-        loop.call_soon(callback, value)
-
-
-class FileLeadership:
+class FileLeadership(Term):
     """One term of leadership held by a :class:`FileElector`."""
 
-    __slots__ = ("_callbacks", "_ended", "_epoch")
-
-    def __init__(self, epoch: int) -> None:
-        self._epoch = epoch
-        self._callbacks: list[Callable[[BaseException | None], None]] = []
-        self._ended: tuple[BaseException | None] | None = None
-
-    def __repr__(self) -> str:
-        return f"<FileLeadership epoch={self._epoch} {'ended' if self._ended else 'held'}>"
-
-    @property
-    def epoch(self) -> int:
-        """Grows with each change of leader; the fencing token of elector-only runs."""
-        return self._epoch
-
-    def on_lost(self, callback: Callable[[BaseException | None], None]) -> None:
-        """Register ``callback``, called once in the event loop when this term ends:
-        None when the elector resigned, a :class:`~asyncron.LockLostError` when the
-        file was removed or replaced under it."""
-        if self._ended is not None:
-            _deliver([callback], self._ended[0])
-        else:
-            self._callbacks.append(callback)
-
-    def _end(self, reason: BaseException | None) -> None:
-        if self._ended is not None:
-            return
-        self._ended = (reason,)
-        callbacks, self._callbacks = self._callbacks, []
-        _deliver(callbacks, reason)
+    __slots__ = ()
 
 
-class FileElector:
+class FileElector(ElectorListeners):
     """An :class:`~asyncron.distributed.Elector` on ``fcntl.flock(LOCK_EX | LOCK_NB)``.
 
     While open, a follower retries the lock every ``poll_interval``; the leader
@@ -107,7 +71,7 @@ class FileElector:
         self._clock: Clock = clock if clock is not None else SystemClock()
         self._fd: int | None = None
         self._term: FileLeadership | None = None
-        self._listeners: list[Callable[[Leadership | None], None]] = []
+        ElectorListeners.__init__(self)
         self._entries = 0
         self._gate = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
@@ -146,17 +110,6 @@ class FileElector:
         """Return whether this elector leads (local state)."""
         return self._term is not None
 
-    def add_listener(self, callback: Callable[[Leadership | None], None]) -> Callable[[], None]:
-        """Call ``callback`` in the event loop with the new term on each gain and with
-        None on each loss. Returns a function that removes it (idempotent)."""
-        self._listeners.append(callback)
-
-        def remove() -> None:
-            if callback in self._listeners:
-                self._listeners.remove(callback)
-
-        return remove
-
     def _open(self) -> None:
         self._reopen()
         self._campaign_once()
@@ -174,7 +127,7 @@ class FileElector:
         # Closing the descriptor releases the lock; resign first so nothing acts on it.
         if term is not None:
             term._end(None)
-            _deliver(self._listeners, None)
+            self._announce(None)
         self._close_fd()
 
     def _reopen(self) -> None:
@@ -221,7 +174,7 @@ class FileElector:
             raise
         self._term = FileLeadership(epoch)
         logger.info("leading through %s with epoch %d", self._path, epoch)
-        _deliver(self._listeners, self._term)
+        self._announce(self._term)
 
     def _bump_epoch(self) -> int:
         """Read the epoch in the file, write it back plus one, and return that."""
@@ -258,4 +211,4 @@ class FileElector:
         logger.warning("lost leadership: %s", reason)
         self._close_fd()
         term._end(reason)
-        _deliver(self._listeners, None)
+        self._announce(None)

@@ -11,7 +11,6 @@ lost locks (:meth:`MemoryLocker.lose`) and changes of leader
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime
 from types import MappingProxyType, TracebackType
@@ -19,25 +18,12 @@ from typing import TYPE_CHECKING, Self, TypeVar
 
 from .._time import from_us, to_us
 from ..errors import LockHeld, LockLostError, LockNotAcquired, TickClaimed
+from ._common import ElectorListeners, Term, deliver
 from .protocols import Leadership, Lock
 
 __all__ = ("MemoryElector", "MemoryLeadership", "MemoryLock", "MemoryLocker")
 
 _T = TypeVar("_T")
-
-
-def _deliver(callback: Callable[[_T], None], value: _T) -> None:
-    """Call ``callback(value)`` on the running event loop's next iteration, else now.
-
-    Deferring keeps user callbacks out of the caller's frame (a test hook or an
-    ``unlock``), as with the server backends whose callbacks come from their own task.
-    """
-    try:
-        loop = asyncio.get_running_loop()
-    except RuntimeError:
-        callback(value)
-    else:
-        loop.call_soon(callback, value)
 
 
 class _CountedEntries:
@@ -96,7 +82,7 @@ class MemoryLock:
         A lock already lost calls it on the next loop iteration; a released lock never.
         """
         if self._lost is not None:
-            _deliver(callback, self._lost)
+            deliver((callback,), self._lost)
         elif not self._released:
             self._callbacks.append(callback)
 
@@ -114,7 +100,7 @@ class MemoryLock:
         self._lost = exc
         callbacks, self._callbacks = self._callbacks, []
         for callback in callbacks:
-            _deliver(callback, exc)
+            deliver((callback,), exc)
 
 
 class _ClaimView(Mapping[str, datetime]):
@@ -241,42 +227,13 @@ class MemoryLocker(_CountedEntries):
             del self._holders[lock.key]
 
 
-class MemoryLeadership:
+class MemoryLeadership(Term):
     """One term of leadership of a :class:`MemoryElector`."""
 
-    __slots__ = ("_callbacks", "_ended", "_epoch")
-
-    def __init__(self, epoch: int) -> None:
-        self._epoch = epoch
-        self._callbacks: list[Callable[[BaseException | None], None]] = []
-        self._ended: tuple[BaseException | None] | None = None
-
-    def __repr__(self) -> str:
-        return f"<MemoryLeadership epoch={self._epoch}{' ended' if self._ended else ''}>"
-
-    @property
-    def epoch(self) -> int:
-        """Grows with each change of leader; the fencing token of elector-only runs."""
-        return self._epoch
-
-    def on_lost(self, callback: Callable[[BaseException | None], None]) -> None:
-        """Register ``callback``, called once in the event loop when this term ends:
-        with None if leadership was given up, with a LockLostError if it was lost."""
-        if self._ended is not None:
-            _deliver(callback, self._ended[0])
-        else:
-            self._callbacks.append(callback)
-
-    def _end(self, reason: BaseException | None) -> None:
-        if self._ended is not None:
-            return
-        self._ended = (reason,)
-        callbacks, self._callbacks = self._callbacks, []
-        for callback in callbacks:
-            _deliver(callback, reason)
+    __slots__ = ()
 
 
-class MemoryElector(_CountedEntries):
+class MemoryElector(_CountedEntries, ElectorListeners):
     """An in-process :class:`~asyncron.distributed.Elector` whose leadership tests set.
 
     Every scheduler sharing it leads or follows together; there is no election.
@@ -290,7 +247,7 @@ class MemoryElector(_CountedEntries):
         self._entries = 0
         self._epoch = 0
         self._term: MemoryLeadership | None = None
-        self._listeners: list[Callable[[Leadership | None], None]] = []
+        ElectorListeners.__init__(self)
         if leader:
             self._gain()
 
@@ -309,17 +266,6 @@ class MemoryElector(_CountedEntries):
     async def is_leader(self) -> bool:
         """Return whether this elector leads."""
         return self._term is not None
-
-    def add_listener(self, callback: Callable[[Leadership | None], None]) -> Callable[[], None]:
-        """Call ``callback`` in the event loop with the new term on each gain and with
-        None on each loss. Returns a function that removes it (idempotent)."""
-        self._listeners.append(callback)
-
-        def remove() -> None:
-            if callback in self._listeners:
-                self._listeners.remove(callback)
-
-        return remove
 
     def set_leader(self, leader: bool) -> None:
         """Test hook: gain leadership (a new term, epoch + 1) or give it up (the term's
@@ -340,17 +286,13 @@ class MemoryElector(_CountedEntries):
     def _gain(self) -> None:
         self._epoch += 1
         term = self._term = MemoryLeadership(self._epoch)
-        self._notify(term)
+        self._announce(term)
 
     def _end(self, reason: BaseException | None) -> None:
         term, self._term = self._term, None
         assert term is not None
         term._end(reason)
-        self._notify(None)
-
-    def _notify(self, term: Leadership | None) -> None:
-        for listener in list(self._listeners):
-            _deliver(listener, term)
+        self._announce(None)
 
 
 if TYPE_CHECKING:  # the classes satisfy the protocols they are documented to implement

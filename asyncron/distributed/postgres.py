@@ -55,7 +55,8 @@ from typing import Any, Self, TypeVar
 from .._clock import Clock, SystemClock
 from .._time import as_duration, from_us, to_us
 from ..errors import ConfigurationError, LockHeld, LockLostError, LockNotAcquired, TickClaimed
-from .protocols import Leadership, Lock
+from ._common import ElectorListeners, Term, deliver
+from .protocols import Lock
 
 __all__ = (
     "PostgresElector",
@@ -162,12 +163,6 @@ def _closed(conn: Any) -> bool:
 def _terminate(conn: Any) -> None:
     with contextlib.suppress(Exception):  # a proxy already handed back (see _closed)
         conn.terminate()
-
-
-def _deliver(callbacks: Sequence[Callable[[Any], None]], value: Any) -> None:
-    loop = asyncio.get_running_loop()
-    for callback in callbacks:
-        loop.call_soon(callback, value)
 
 
 class _Tables:
@@ -729,7 +724,7 @@ class PostgresLock:
         A lock already lost calls it on the next loop iteration; a released one never.
         """
         if self._lost is not None:
-            _deliver([callback], self._lost)
+            deliver((callback,), self._lost)
         elif not self._released:
             self._callbacks.append(callback)
 
@@ -798,7 +793,7 @@ class PostgresLock:
         lost.__cause__ = exc
         self._lost = lost
         callbacks, self._callbacks = self._callbacks, []
-        _deliver(callbacks, lost)
+        deliver(callbacks, lost)
 
 
 class PostgresLocker(_PostgresBackend):
@@ -1119,41 +1114,13 @@ class PostgresLocker(_PostgresBackend):
             await self._clock.sleep_until(self._clock.monotonic() + period)
 
 
-class PostgresLeadership:
+class PostgresLeadership(Term):
     """One term of leadership held by a :class:`PostgresElector`."""
 
-    __slots__ = ("_callbacks", "_ended", "_epoch")
-
-    def __init__(self, epoch: int) -> None:
-        self._epoch = epoch
-        self._callbacks: list[Callable[[BaseException | None], None]] = []
-        self._ended: tuple[BaseException | None] | None = None
-
-    def __repr__(self) -> str:
-        return f"<PostgresLeadership epoch={self._epoch} {'ended' if self._ended else 'held'}>"
-
-    @property
-    def epoch(self) -> int:
-        """Grows with each change of leader; the fencing token of elector-only runs."""
-        return self._epoch
-
-    def on_lost(self, callback: Callable[[BaseException | None], None]) -> None:
-        """Register ``callback``, called once in the event loop when this term ends:
-        with the error that ended it, or None when the elector resigned on close."""
-        if self._ended is not None:
-            _deliver([callback], self._ended[0])
-        else:
-            self._callbacks.append(callback)
-
-    def _end(self, reason: BaseException | None) -> None:
-        if self._ended is not None:
-            return
-        self._ended = (reason,)
-        callbacks, self._callbacks = self._callbacks, []
-        _deliver(callbacks, reason)
+    __slots__ = ()
 
 
-class PostgresElector(_PostgresBackend):
+class PostgresElector(_PostgresBackend, ElectorListeners):
     """An :class:`~asyncron.distributed.Elector` on a session advisory lock, which also
     keeps the claim ledger (:class:`~asyncron.distributed.ClaimLedger`) and reads the
     server's time (:class:`~asyncron.distributed.ServerClock`).
@@ -1202,7 +1169,7 @@ class PostgresElector(_PostgresBackend):
         self._keys = advisory_key(prefix, f"\x00elector\x00{name}")
         self._session = _Session(self, "elector", self._session_lost)
         self._term: PostgresLeadership | None = None
-        self._listeners: list[Callable[[Leadership | None], None]] = []
+        ElectorListeners.__init__(self)
 
     def __repr__(self) -> str:
         return f"<PostgresElector name={self._name!r} leader={self.leadership() is not None}>"
@@ -1221,17 +1188,6 @@ class PostgresElector(_PostgresBackend):
     async def is_leader(self) -> bool:
         """Return whether this instance leads (local state)."""
         return self.leadership() is not None
-
-    def add_listener(self, callback: Callable[[Leadership | None], None]) -> Callable[[], None]:
-        """Call ``callback`` in the event loop with the new term on each gain and with
-        None on each loss. Returns a function that removes it (idempotent)."""
-        self._listeners.append(callback)
-
-        def remove() -> None:
-            if callback in self._listeners:
-                self._listeners.remove(callback)
-
-        return remove
 
     async def claim(self, key: str, tick: datetime) -> int:
         """Claim ``(key, tick)`` in the high-water mark shared with :class:`PostgresLocker`
@@ -1264,7 +1220,7 @@ class PostgresElector(_PostgresBackend):
         await self._session.close()
         if term is not None:
             term._end(None)
-            _deliver(self._listeners, None)
+            self._announce(None)
 
     async def _campaign(self) -> None:
         while True:
@@ -1301,7 +1257,7 @@ class PostgresElector(_PostgresBackend):
         if epoch is not None and generation == self._session.generation:
             self._term = PostgresLeadership(int(epoch))
             logger.info("leading %r with epoch %d", self._name, epoch)
-            _deliver(self._listeners, self._term)
+            self._announce(self._term)
 
     def _session_lost(self, exc: BaseException) -> None:
         term, self._term = self._term, None
@@ -1309,4 +1265,4 @@ class PostgresElector(_PostgresBackend):
             lost = LockLostError(f"leadership of {self._name!r} was lost: {exc}")
             lost.__cause__ = exc
             term._end(lost)
-            _deliver(self._listeners, None)
+            self._announce(None)

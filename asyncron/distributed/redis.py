@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Protocol, Self
 from .._clock import Clock, SystemClock
 from .._time import as_duration, from_us, to_us
 from ..errors import ConfigurationError, LockHeld, LockLostError, LockNotAcquired, TickClaimed
+from ._common import ElectorListeners, Term, deliver
 from .protocols import Leadership, Lock
 
 try:
@@ -149,12 +150,6 @@ class _DeadlineWatch:
                 item._expire()
             if not expired:
                 await self._clock.sleep_until(min(item._deadline for item in self._items))
-
-
-def _deliver(callbacks: list[Callable[[Any], None]], value: Any) -> None:
-    loop = asyncio.get_running_loop()
-    for callback in callbacks:
-        loop.call_soon(callback, value)
 
 
 class _RedisBackend:
@@ -405,7 +400,7 @@ class RedisLock:
         """Register ``callback``, called once in the event loop if the lock is lost, no
         later than its local deadline (TTL - margin from the last renewal sent)."""
         if self._lost is not None:
-            _deliver([callback], self._lost)
+            deliver((callback,), self._lost)
         elif not self._released:
             self._callbacks.append(callback)
 
@@ -429,7 +424,7 @@ class RedisLock:
         self._lost = exc
         self._locker._forget(self)
         callbacks, self._callbacks = self._callbacks, []
-        _deliver(callbacks, exc)
+        deliver(callbacks, exc)
 
 
 class RedisLocker(_RedisBackend):
@@ -641,47 +636,23 @@ class RedisLocker(_RedisBackend):
                     lock._lose(LockLostError(f"the run lock on {lock.key!r} was deleted or taken"))
 
 
-class RedisLeadership:
+class RedisLeadership(Term):
     """One term of leadership of a :class:`RedisElector`."""
 
-    __slots__ = ("_callbacks", "_deadline", "_elector", "_ended", "_epoch", "_sent", "_value")
+    __slots__ = ("_deadline", "_elector", "_sent", "_value")
 
     def __init__(self, elector: RedisElector, epoch: int, value: str, sent: float) -> None:
+        super().__init__(epoch)
         self._elector = elector
-        self._epoch = epoch
         self._value = value
         self._sent = sent
         self._deadline = sent + elector._ttl - elector._margin
-        self._callbacks: list[Callable[[BaseException | None], None]] = []
-        self._ended: tuple[BaseException | None] | None = None
-
-    def __repr__(self) -> str:
-        return f"<RedisLeadership epoch={self._epoch}{' ended' if self._ended else ''}>"
-
-    @property
-    def epoch(self) -> int:
-        """Grows with each acquisition of the lease (an ``INCR``); a fencing token."""
-        return self._epoch
-
-    def on_lost(self, callback: Callable[[BaseException | None], None]) -> None:
-        """Register ``callback``, called once in the event loop when this term ends:
-        None if the elector resigned (closed), a LockLostError if the lease was lost."""
-        if self._ended is not None:
-            _deliver([callback], self._ended[0])
-        else:
-            self._callbacks.append(callback)
 
     def _expire(self) -> None:
         self._elector._end(self, LockLostError(f"the lease of epoch {self._epoch} ran out"))
 
-    def _end(self, reason: BaseException | None) -> None:
-        if self._ended is None:
-            self._ended = (reason,)
-            callbacks, self._callbacks = self._callbacks, []
-            _deliver(callbacks, reason)
 
-
-class RedisElector(_RedisBackend):
+class RedisElector(_RedisBackend, ElectorListeners):
     """An :class:`~asyncron.distributed.Elector` on a Redis lease, which also keeps
     the claim ledger (:class:`~asyncron.distributed.ClaimLedger`) and reads the
     server's time (:class:`~asyncron.distributed.ServerClock`).
@@ -719,7 +690,7 @@ class RedisElector(_RedisBackend):
         base = f"{prefix}:elector:{{{name}}}"
         self._lease_key, self._epoch_key = f"{base}:lease", f"{base}:epoch"
         self._term: RedisLeadership | None = None
-        self._listeners: list[Callable[[Leadership | None], None]] = []
+        ElectorListeners.__init__(self)
         self._watch = _DeadlineWatch(self._clock)
 
     def __repr__(self) -> str:
@@ -739,17 +710,6 @@ class RedisElector(_RedisBackend):
     async def is_leader(self) -> bool:
         """Return whether this instance leads (local state)."""
         return self.leadership() is not None
-
-    def add_listener(self, callback: Callable[[Leadership | None], None]) -> Callable[[], None]:
-        """Call ``callback`` in the event loop with the new term on each gain and with
-        None on each loss. Returns a function that removes it (idempotent)."""
-        self._listeners.append(callback)
-
-        def remove() -> None:
-            if callback in self._listeners:
-                self._listeners.remove(callback)
-
-        return remove
 
     async def claim(self, key: str, tick: datetime) -> int:
         """Claim ``(key, tick)`` in the high-water mark shared with :class:`RedisLocker`
@@ -789,7 +749,7 @@ class RedisElector(_RedisBackend):
         self._term = None
         self._watch.discard(term)
         term._end(reason)
-        _deliver(list(self._listeners), None)
+        self._announce(None)
 
     async def _campaign(self) -> None:
         """Hold the lease while leading, campaign for it while following."""
@@ -832,7 +792,7 @@ class RedisElector(_RedisBackend):
         term = self._term = RedisLeadership(self, epoch, f"{owner}:{epoch}", sent)
         self._watch.add(term)
         logger.info("became leader of %r with epoch %d", self._lease_key, epoch)
-        _deliver(list(self._listeners), term)
+        self._announce(term)
         return 0
 
     async def _renew(self, term: RedisLeadership) -> float:

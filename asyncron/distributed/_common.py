@@ -1,0 +1,89 @@
+"""Plumbing the coordination backends share: callback delivery, a term of leadership,
+and an elector's change listeners."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
+
+from .protocols import Leadership
+
+__all__ = ("ElectorListeners", "Term", "deliver")
+
+_T = TypeVar("_T")
+
+
+def deliver(callbacks: Iterable[Callable[[_T], None]], value: _T) -> None:
+    """Call each callback with ``value`` on the running loop's next iteration, else now.
+
+    Deferring keeps user callbacks out of the caller's frame (a renewal task, a test
+    hook, an ``unlock``) and makes every backend deliver the same way.
+    """
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        for callback in callbacks:
+            callback(value)
+    else:
+        for callback in callbacks:
+            loop.call_soon(callback, value)
+
+
+class Term:
+    """One term of leadership: an epoch and the callbacks to call once when it ends.
+
+    Subclasses add what their backend needs (a lease value, a deadline) in their own
+    ``__slots__`` and document their ``epoch``.
+    """
+
+    __slots__ = ("_callbacks", "_ended", "_epoch")
+
+    def __init__(self, epoch: int) -> None:
+        self._epoch = epoch
+        self._callbacks: list[Callable[[BaseException | None], None]] = []
+        self._ended: tuple[BaseException | None] | None = None
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} epoch={self._epoch}{' ended' if self._ended else ''}>"
+
+    @property
+    def epoch(self) -> int:
+        """Grows with each change of leader; the fencing token of elector-only runs."""
+        return self._epoch
+
+    def on_lost(self, callback: Callable[[BaseException | None], None]) -> None:
+        """Register ``callback``, called once in the event loop when this term ends:
+        with the error that ended it, or None when leadership was given up."""
+        if self._ended is not None:
+            deliver((callback,), self._ended[0])
+        else:
+            self._callbacks.append(callback)
+
+    def _end(self, reason: BaseException | None) -> None:
+        if self._ended is not None:
+            return
+        self._ended = (reason,)
+        callbacks, self._callbacks = self._callbacks, []
+        deliver(callbacks, reason)
+
+
+class ElectorListeners:
+    """The ``add_listener`` half of an elector: who hears of each change of term."""
+
+    def __init__(self) -> None:
+        self._listeners: list[Callable[[Leadership | None], None]] = []
+
+    def add_listener(self, callback: Callable[[Leadership | None], None]) -> Callable[[], None]:
+        """Call ``callback`` in the event loop with the new term when this instance
+        becomes leader, and with None when it stops leading. Returns a remover."""
+        self._listeners.append(callback)
+
+        def remove() -> None:
+            if callback in self._listeners:
+                self._listeners.remove(callback)
+
+        return remove
+
+    def _announce(self, term: Any) -> None:
+        deliver(list(self._listeners), term)
