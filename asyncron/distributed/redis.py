@@ -35,7 +35,7 @@ from .protocols import Leadership, Lock
 
 try:
     from redis import exceptions as redis_errors
-    from redis.asyncio import Redis
+    from redis.asyncio import BlockingConnectionPool, Redis
     from redis.asyncio.connection import parse_url
     from redis.asyncio.retry import Retry
     from redis.backoff import NoBackoff
@@ -45,6 +45,9 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
     ) from exc
 
 __all__ = ("RedisElector", "RedisLeadership", "RedisLock", "RedisLocker")
+
+#: Connections per backend opened from a URL (a client passed in keeps its own pool).
+_POOL_SIZE = 32
 
 logger = logging.getLogger("asyncron")
 
@@ -240,12 +243,18 @@ class _RedisBackend:
             # No client-side retries: a script re-sent after a lost reply must be our
             # decision (we read the key back), and a dead server must fail fast so the
             # scheduler can defer the tick. URL parameters still override these.
-            self._client = Redis.from_url(
+            # A blocking pool: when every connection is busy (a thousand runs ending at
+            # once each release their lock), callers wait their turn for up to the I/O
+            # timeout instead of failing with "Too many connections".
+            pool = BlockingConnectionPool.from_url(
                 self._source,
+                max_connections=_POOL_SIZE,
+                timeout=self._io_timeout,
                 retry=Retry(NoBackoff(), 0),
                 socket_timeout=self._io_timeout,
                 socket_connect_timeout=self._io_timeout,
             )
+            self._client = Redis.from_pool(pool)
         self._is_open = True
         try:
             await self._check_persistence()
@@ -452,6 +461,9 @@ class RedisLocker(_RedisBackend):
     ) -> None:
         super().__init__(url_or_client, prefix=prefix, ttl=ttl, margin=margin, clock=clock)
         self._held: dict[RedisLock, None] = {}
+        # Releases asked for in one loop iteration go out as one pipeline.
+        self._releasing: list[tuple[RedisLock, asyncio.Future[None]]] = []
+        self._flushes: set[asyncio.Task[None]] = set()
         self._watch = _DeadlineWatch(self._clock)
         self._renew_wake = asyncio.Event()
         # Owners of (key, tick µs) requests whose outcome is unknown (reply and read-back
@@ -577,12 +589,31 @@ class RedisLocker(_RedisBackend):
         self._forget(lock)
         if not self._is_open:
             return  # closing released it already
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+        self._releasing.append((lock, done))
+        if len(self._releasing) == 1:
+            # Runs that end together (a thousand jobs on one tick) release together: the
+            # flush runs after this iteration's other runs have queued their releases.
+            task = loop.create_task(self._flush_releases(), name="asyncron.redis-locker.release")
+            self._flushes.add(task)
+            task.add_done_callback(self._flushes.discard)
+        await done
+
+    async def _flush_releases(self) -> None:
+        batch, self._releasing = self._releasing, []
         try:
-            await self._eval(_RELEASE, [lock._redis_key], [lock._value])
-        except redis_errors.RedisError as exc:
-            logger.warning(
-                "could not release the run lock on %r (%s); it expires by TTL", lock.key, exc
+            await self._eval_many(
+                _RELEASE, [([lock._redis_key], [lock._value]) for lock, _ in batch]
             )
+        except Exception as exc:  # a release never fails its caller: the TTL frees it
+            logger.warning(
+                "could not release %d run lock(s) (%s); they expire by TTL", len(batch), exc
+            )
+        finally:
+            for _, done in batch:
+                if not done.done():
+                    done.set_result(None)
 
     def _started(self) -> None:
         self._start(self._watch.run(), "deadlines")

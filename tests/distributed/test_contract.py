@@ -92,6 +92,16 @@ class TestLockerContract:
         for lock in (first, second, plain):
             await lock.unlock()
 
+    async def test_many_locks_released_together_are_all_free(self, backend: Backend) -> None:
+        """Hundreds of unlocks at once (runs ending on one tick) all release their key."""
+        keys = [f"many-{i}" for i in range(300)]
+        locks = [await backend.locker.lock(key, tick(1)) for key in keys]
+        await asyncio.gather(*(lock.unlock() for lock in locks))
+        other = await backend.new_locker()
+        again = await asyncio.gather(*(other.lock(key, tick(2)) for key in keys))
+        assert all(isinstance(lock, Lock) for lock in again)
+        await asyncio.gather(*(lock.unlock() for lock in again))
+
     async def test_tick_none_takes_only_the_run_lock(self, backend: Backend) -> None:
         """lock(key, None) claims nothing and ignores claims, but still excludes."""
         lock = await backend.locker.lock("job", None)
