@@ -183,3 +183,16 @@ class TestPytestFixtures:
             await asyncio.wait_for(anext(fixture), 10)
         assert scheduler.state is SchedulerState.SHUT_DOWN
         assert cancelled == [True]
+
+
+class TestLimitsExample:
+    async def test_the_limits_example_shows_each_rule_at_work(
+        self, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """A minute of the limits example skips overlaps, coalesces waits and times out."""
+        await load("limits_and_overlap").main()
+        out = capsys.readouterr().out
+        assert "skip      JobSkipped  overlap" in out
+        assert "wait      JobMissed   coalesced" in out
+        assert "timeout   JobFailed   run of timeout" in out
+        assert "waiting ticks now: 2" in out
