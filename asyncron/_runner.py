@@ -65,6 +65,16 @@ threads_in_flight = 0
 _Run = RunContext  # a run's context doubles as the scheduler's record of it
 
 
+class _Backoff:
+    """The retry state of one run whose claim the backend failed."""
+
+    __slots__ = ("delay", "reported")
+
+    def __init__(self) -> None:
+        self.delay = 0.1  # seconds, doubling to 2
+        self.reported = False
+
+
 _Entry = tuple["Job", datetime, RunKind, "asyncio.Future[RunOutcome] | None"]
 
 
@@ -542,10 +552,8 @@ class RunEngine:
     ) -> Lock | RunOutcome:
         """Claim and lock, deferring on backend errors with backoff while the tick may
         still run; refusals become skips."""
-        clock = self._clock
-        delay = 0.1
-        failed = False
-        report_tick = tick if tick is not None else clock.now()
+        backoff = _Backoff()
+        report_tick = tick if tick is not None else self._clock.now()
         while True:
             try:
                 return await self._lock(locker, job, tick, tick)
@@ -555,26 +563,44 @@ class RunEngine:
                     return await self._wait_for_lock(job, locker, tick, kind)
                 return self._refused(job, report_tick, kind, exc)
             except Exception as exc:
-                if not failed:
-                    failed = True
-                    self._logger.warning(
-                        "lock backend failed for %s at %s: %r", job._key, report_tick, exc
-                    )
-                    if self._wants(LockFailed, job):
-                        self._emit_job(job, LockFailed, tick=tick, exception=exc)
-                if tick is None:
+                self._backend_failed(job, "lock backend", tick, report_tick, exc, backoff)
+                if tick is None:  # run_now: no tick to defer
                     return self._skip(job, report_tick, kind, SkipReason.LOCK_ERROR)
-                now = clock.now()
-                retry_at = now + timedelta(seconds=delay)
-                grace = job._opts.misfire_grace
-                nxt = job._next_tick
-                if (grace is not None and retry_at - tick > grace) or (
-                    job._opts.coalesce and nxt is not None and nxt <= retry_at
-                ):
-                    self._missed(job, MissReason.BACKEND_UNAVAILABLE, tick, tick)
-                    return RunOutcome(RunStatus.SKIPPED, tick, MissReason.BACKEND_UNAVAILABLE)
-                await clock.sleep_until(clock.monotonic() + delay)
-                delay = min(delay * 2, 2.0)
+                if (outcome := await self._defer(job, tick, backoff)) is not None:
+                    return outcome
+
+    def _backend_failed(
+        self,
+        job: Job,
+        what: str,
+        tick: datetime | None,
+        report_tick: datetime,
+        exc: Exception,
+        backoff: _Backoff,
+    ) -> None:
+        """Log and emit LockFailed once per deferred run."""
+        if backoff.reported:
+            return
+        backoff.reported = True
+        self._logger.warning("%s failed for %s at %s: %r", what, job._key, report_tick, exc)
+        if self._wants(LockFailed, job):
+            self._emit_job(job, LockFailed, tick=tick, exception=exc)
+
+    async def _defer(self, job: Job, tick: datetime, backoff: _Backoff) -> RunOutcome | None:
+        """Wait before retrying a claim the backend failed, while the tick may still run
+        (within misfire_grace and, with coalesce, before the next tick); else report it
+        missed as backend_unavailable and return that outcome (design §4)."""
+        clock = self._clock
+        retry_at = clock.now() + timedelta(seconds=backoff.delay)
+        grace, nxt = job._opts.misfire_grace, job._next_tick
+        if (grace is not None and retry_at - tick > grace) or (
+            job._opts.coalesce and nxt is not None and nxt <= retry_at
+        ):
+            self._missed(job, MissReason.BACKEND_UNAVAILABLE, tick, tick)
+            return RunOutcome(RunStatus.SKIPPED, tick, MissReason.BACKEND_UNAVAILABLE)
+        await clock.sleep_until(clock.monotonic() + backoff.delay)
+        backoff.delay = min(backoff.delay * 2, 2.0)
+        return None
 
     async def _claim(
         self, job: Job, claim: Callable[..., Any], tick: datetime, kind: RunKind
@@ -585,30 +611,16 @@ class RunEngine:
         retries with backoff while the tick is within misfire_grace (and, with coalesce,
         no later tick is due) and this instance still leads."""
         assert self._elector is not None
-        clock = self._clock
-        delay = 0.1
-        failed = False
+        backoff = _Backoff()
         while True:
             try:
                 await claim(job._key, tick)
             except LockNotAcquired as exc:
                 return self._refused(job, tick, kind, exc)
             except Exception as exc:
-                if not failed:
-                    failed = True
-                    self._logger.warning("claim failed for %s at %s: %r", job._key, tick, exc)
-                    if self._wants(LockFailed, job):
-                        self._emit_job(job, LockFailed, tick=tick, exception=exc)
-                retry_at = clock.now() + timedelta(seconds=delay)
-                grace = job._opts.misfire_grace
-                nxt = job._next_tick
-                if (grace is not None and retry_at - tick > grace) or (
-                    job._opts.coalesce and nxt is not None and nxt <= retry_at
-                ):
-                    self._missed(job, MissReason.BACKEND_UNAVAILABLE, tick, tick)
-                    return RunOutcome(RunStatus.SKIPPED, tick, MissReason.BACKEND_UNAVAILABLE)
-                await clock.sleep_until(clock.monotonic() + delay)
-                delay = min(delay * 2, 2.0)
+                self._backend_failed(job, "claim", tick, tick, exc, backoff)
+                if (outcome := await self._defer(job, tick, backoff)) is not None:
+                    return outcome
                 if self._elector.leadership() is None:
                     return self._skip(job, tick, kind, SkipReason.NOT_LEADER)
                 continue
