@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Iterable
-from typing import Any, TypeVar
+from types import TracebackType
+from typing import Any, Self, TypeVar
 
 from .protocols import Leadership
 
-__all__ = ("ElectorListeners", "Term", "deliver")
+__all__ = ("CountedEntries", "ElectorListeners", "Term", "deliver")
 
 _T = TypeVar("_T")
 
@@ -87,3 +88,40 @@ class ElectorListeners:
 
     def _announce(self, term: Any) -> None:
         deliver(list(self._listeners), term)
+
+
+class CountedEntries:
+    """``async with`` entries are counted: the first opens the backend, the last exit
+    closes it, so a scheduler and its user can both enter one backend."""
+
+    _kind = "backend"
+
+    def __init__(self) -> None:
+        self._entries = 0
+        self._gate = asyncio.Lock()
+
+    async def _open(self) -> None:
+        """Open what the backend needs (on the first entry)."""
+
+    async def _close(self) -> None:
+        """Close what :meth:`_open` opened (on the last exit)."""
+
+    async def __aenter__(self) -> Self:
+        async with self._gate:
+            if self._entries == 0:
+                await self._open()
+            self._entries += 1
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        async with self._gate:
+            if self._entries == 0:
+                raise RuntimeError(f"the {self._kind} was exited more often than entered")
+            self._entries -= 1
+            if self._entries == 0:
+                await self._close()

@@ -22,13 +22,11 @@ import fcntl
 import logging
 import os
 from datetime import timedelta
-from types import TracebackType
-from typing import Self
 
 from .._clock import Clock, SystemClock
 from .._time import as_duration
 from ..errors import ConfigurationError, LockLostError
-from ._common import ElectorListeners, Term
+from ._common import CountedEntries, ElectorListeners, Term
 
 __all__ = ("FileElector", "FileLeadership")
 
@@ -41,7 +39,7 @@ class FileLeadership(Term):
     __slots__ = ()
 
 
-class FileElector(ElectorListeners):
+class FileElector(CountedEntries, ElectorListeners):
     """An :class:`~asyncron.distributed.Elector` on ``fcntl.flock(LOCK_EX | LOCK_NB)``.
 
     While open, a follower retries the lock every ``poll_interval``; the leader
@@ -72,8 +70,7 @@ class FileElector(ElectorListeners):
         self._fd: int | None = None
         self._term: FileLeadership | None = None
         ElectorListeners.__init__(self)
-        self._entries = 0
-        self._gate = asyncio.Lock()
+        CountedEntries.__init__(self)
         self._task: asyncio.Task[None] | None = None
 
     def __repr__(self) -> str:
@@ -84,24 +81,6 @@ class FileElector(ElectorListeners):
         """The lock file's path."""
         return self._path
 
-    async def __aenter__(self) -> Self:
-        async with self._gate:
-            if self._entries == 0:
-                self._open()
-            self._entries += 1
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        async with self._gate:
-            self._entries -= 1
-            if self._entries == 0:
-                await self._close()
-
     def leadership(self) -> FileLeadership | None:
         """Return the current term if this process leads, else None; no I/O."""
         return self._term
@@ -110,7 +89,7 @@ class FileElector(ElectorListeners):
         """Return whether this elector leads (local state)."""
         return self._term is not None
 
-    def _open(self) -> None:
+    async def _open(self) -> None:
         self._reopen()
         self._campaign_once()
         self._task = asyncio.get_running_loop().create_task(

@@ -13,35 +13,17 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime
-from types import MappingProxyType, TracebackType
-from typing import TYPE_CHECKING, Self, TypeVar
+from types import MappingProxyType
+from typing import TYPE_CHECKING, TypeVar
 
 from .._time import from_us, to_us
 from ..errors import LockHeld, LockLostError, LockNotAcquired, TickClaimed
-from ._common import ElectorListeners, Term, deliver
+from ._common import CountedEntries, ElectorListeners, Term, deliver
 from .protocols import Leadership, Lock
 
 __all__ = ("MemoryElector", "MemoryLeadership", "MemoryLock", "MemoryLocker")
 
 _T = TypeVar("_T")
-
-
-class _CountedEntries:
-    """Counted ``async with`` entries; nothing to open or close in process."""
-
-    _entries: int
-
-    async def __aenter__(self) -> Self:
-        self._entries += 1
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self._entries = max(0, self._entries - 1)
 
 
 class MemoryLock:
@@ -121,7 +103,7 @@ class _ClaimView(Mapping[str, datetime]):
         return len(self._claims)
 
 
-class MemoryLocker(_CountedEntries):
+class MemoryLocker(CountedEntries):
     """An in-process :class:`~asyncron.distributed.BatchLocker`.
 
     Shared by several schedulers in one process, it runs each tick on one of them.
@@ -130,7 +112,7 @@ class MemoryLocker(_CountedEntries):
     """
 
     def __init__(self) -> None:
-        self._entries = 0
+        CountedEntries.__init__(self)
         # Ticks are stored in their frozen integer-µs encoding, as in every backend.
         self._claims: dict[str, int] = {}
         self._holders: dict[str, MemoryLock] = {}
@@ -233,7 +215,7 @@ class MemoryLeadership(Term):
     __slots__ = ()
 
 
-class MemoryElector(_CountedEntries, ElectorListeners):
+class MemoryElector(CountedEntries, ElectorListeners):
     """An in-process :class:`~asyncron.distributed.Elector` whose leadership tests set.
 
     Every scheduler sharing it leads or follows together; there is no election.
@@ -244,7 +226,7 @@ class MemoryElector(_CountedEntries, ElectorListeners):
     """
 
     def __init__(self, leader: bool = True) -> None:
-        self._entries = 0
+        CountedEntries.__init__(self)
         self._epoch = 0
         self._term: MemoryLeadership | None = None
         ElectorListeners.__init__(self)

@@ -49,13 +49,12 @@ import socket
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
-from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, TypeVar
 
 from .._clock import Clock, SystemClock
 from .._time import as_duration, from_us, to_us
 from ..errors import ConfigurationError, LockHeld, LockLostError, LockNotAcquired, TickClaimed
-from ._common import ElectorListeners, Term, deliver
+from ._common import CountedEntries, ElectorListeners, Term, deliver
 from .protocols import Lock
 
 __all__ = (
@@ -429,7 +428,7 @@ class _Session:
                     return
 
 
-class _PostgresBackend:
+class _PostgresBackend(CountedEntries):
     """Pool ownership, dedicated connections, counted entries, schema and shared reads."""
 
     _kind = "postgres"
@@ -476,31 +475,12 @@ class _PostgresBackend:
         self._clock: Clock = clock if clock is not None else SystemClock()
         self._source = dsn_or_pool
         self._pool: Any = None if isinstance(dsn_or_pool, str) else dsn_or_pool
-        self._entries = 0
+        CountedEntries.__init__(self)
         self._is_open = False
         self._closing = False
-        self._gate = asyncio.Lock()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._misconfigured: ConfigurationError | None = None
         self._ambiguous: dict[tuple[str, int], str] = {}
-
-    async def __aenter__(self) -> Self:
-        async with self._gate:
-            if self._entries == 0:
-                await self._open()
-            self._entries += 1
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        async with self._gate:
-            self._entries -= 1
-            if self._entries == 0:
-                await self._close()
 
     @property
     def pool(self) -> Any:

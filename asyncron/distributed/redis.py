@@ -24,13 +24,12 @@ import logging
 import secrets
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
-from types import TracebackType
-from typing import TYPE_CHECKING, Any, Protocol, Self
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .._clock import Clock, SystemClock
 from .._time import as_duration, from_us, to_us
 from ..errors import ConfigurationError, LockHeld, LockLostError, LockNotAcquired, TickClaimed
-from ._common import ElectorListeners, Term, deliver
+from ._common import CountedEntries, ElectorListeners, Term, deliver
 from .protocols import Leadership, Lock
 
 try:
@@ -155,7 +154,7 @@ class _DeadlineWatch:
                 await self._clock.sleep_until(min(item._deadline for item in self._items))
 
 
-class _RedisBackend:
+class _RedisBackend(CountedEntries):
     """Client ownership, counted entries, scripts, timings and ``server_time``."""
 
     _kind = "backend"
@@ -201,30 +200,9 @@ class _RedisBackend:
         self._clock: Clock = clock if clock is not None else SystemClock()
         self._source = url_or_client
         self._client: Redis | None = url_or_client if isinstance(url_or_client, Redis) else None
-        self._entries = 0
+        CountedEntries.__init__(self)
         self._is_open = False
-        self._gate = asyncio.Lock()
         self._tasks: list[asyncio.Task[None]] = []
-
-    async def __aenter__(self) -> Self:
-        async with self._gate:
-            if self._entries == 0:
-                await self._open()
-            self._entries += 1
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        async with self._gate:
-            if self._entries == 0:
-                raise RuntimeError(f"the {self._kind} was exited more often than entered")
-            self._entries -= 1
-            if self._entries == 0:
-                await self._close()
 
     @property
     def client(self) -> Redis:
