@@ -10,7 +10,7 @@ from typing import Any, Self, TypeVar
 
 from .protocols import Leadership
 
-__all__ = ("CountedEntries", "ElectorListeners", "Term", "deliver")
+__all__ = ("CountedEntries", "ElectorListeners", "HeldLock", "Term", "deliver")
 
 _T = TypeVar("_T")
 
@@ -125,3 +125,62 @@ class CountedEntries:
             self._entries -= 1
             if self._entries == 0:
                 await self._close()
+
+
+class HeldLock:
+    """What every backend's run lock shares: its key, its fencing token, the callbacks
+    to call once if it is lost, and whether it was released."""
+
+    __slots__ = ("_callbacks", "_fencing_token", "_key", "_lost", "_released")
+
+    def __init__(self, key: str, fencing_token: int) -> None:
+        self._key = key
+        self._fencing_token = fencing_token
+        self._callbacks: list[Callable[[BaseException], None]] = []
+        self._lost: BaseException | None = None
+        self._released = False
+
+    def __repr__(self) -> str:
+        state = "released" if self._released else "lost" if self._lost else "held"
+        return f"<{type(self).__name__} key={self._key!r} token={self._fencing_token} {state}>"
+
+    @property
+    def key(self) -> str:
+        """The coordination key this lock was taken for."""
+        return self._key
+
+    @property
+    def fencing_token(self) -> int:
+        """The token issued with this acquisition; strictly increasing per key."""
+        return self._fencing_token
+
+    @property
+    def lost(self) -> bool:
+        """Whether the lock was lost (taken, deleted, or not renewed in time)."""
+        return self._lost is not None
+
+    def on_lost(self, callback: Callable[[BaseException], None]) -> None:
+        """Register ``callback``, called once in the event loop if the lock is lost.
+
+        A lock already lost calls it on the next loop iteration; a released lock never.
+        """
+        if self._lost is not None:
+            deliver((callback,), self._lost)
+        elif not self._released:
+            self._callbacks.append(callback)
+
+    def _mark_released(self) -> bool:
+        """Mark the lock released; False if it already was (unlock is idempotent)."""
+        if self._released:
+            return False
+        self._released = True
+        self._callbacks.clear()
+        return True
+
+    def _lose(self, exc: BaseException) -> None:
+        """Mark the lock lost and call its callbacks, once (never after release)."""
+        if self._lost is not None or self._released:
+            return
+        self._lost = exc
+        callbacks, self._callbacks = self._callbacks, []
+        deliver(callbacks, exc)

@@ -11,14 +11,14 @@ lost locks (:meth:`MemoryLocker.lose`) and changes of leader
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
 from types import MappingProxyType
 from typing import TYPE_CHECKING, TypeVar
 
 from .._time import from_us, to_us
 from ..errors import LockHeld, LockLostError, LockNotAcquired, TickClaimed
-from ._common import CountedEntries, ElectorListeners, Term, deliver
+from ._common import CountedEntries, ElectorListeners, HeldLock, Term
 from .protocols import Leadership, Lock
 
 __all__ = ("MemoryElector", "MemoryLeadership", "MemoryLock", "MemoryLocker")
@@ -26,63 +26,19 @@ __all__ = ("MemoryElector", "MemoryLeadership", "MemoryLock", "MemoryLocker")
 _T = TypeVar("_T")
 
 
-class MemoryLock:
-    """A run lock held in a :class:`MemoryLocker`."""
+class MemoryLock(HeldLock):
+    """A run lock held in a :class:`MemoryLocker`; :meth:`MemoryLocker.lose` loses it."""
 
-    __slots__ = ("_callbacks", "_fencing_token", "_key", "_locker", "_lost", "_released")
+    __slots__ = ("_locker",)
 
     def __init__(self, locker: MemoryLocker, key: str, fencing_token: int) -> None:
+        super().__init__(key, fencing_token)
         self._locker = locker
-        self._key = key
-        self._fencing_token = fencing_token
-        self._callbacks: list[Callable[[BaseException], None]] = []
-        self._lost: BaseException | None = None
-        self._released = False
-
-    def __repr__(self) -> str:
-        state = "lost" if self._lost else "released" if self._released else "held"
-        return f"<MemoryLock key={self._key!r} token={self._fencing_token} {state}>"
-
-    @property
-    def key(self) -> str:
-        """The locked key."""
-        return self._key
-
-    @property
-    def fencing_token(self) -> int:
-        """The token issued with this acquisition; strictly increasing per key."""
-        return self._fencing_token
-
-    @property
-    def lost(self) -> bool:
-        """Whether the lock was lost (see :meth:`MemoryLocker.lose`)."""
-        return self._lost is not None
-
-    def on_lost(self, callback: Callable[[BaseException], None]) -> None:
-        """Register ``callback``, called once in the event loop if the lock is lost.
-
-        A lock already lost calls it on the next loop iteration; a released lock never.
-        """
-        if self._lost is not None:
-            deliver((callback,), self._lost)
-        elif not self._released:
-            self._callbacks.append(callback)
 
     async def unlock(self) -> None:
         """Release the lock; idempotent, a no-op once lost or released."""
-        if self._released:
-            return
-        self._released = True
-        self._callbacks.clear()
-        self._locker._release(self)
-
-    def _mark_lost(self, exc: BaseException) -> None:
-        if self._lost is not None or self._released:
-            return
-        self._lost = exc
-        callbacks, self._callbacks = self._callbacks, []
-        for callback in callbacks:
-            deliver((callback,), exc)
+        if self._mark_released():
+            self._locker._release(self)
 
 
 class _ClaimView(Mapping[str, datetime]):
@@ -149,7 +105,7 @@ class MemoryLocker(CountedEntries):
         holder = self._holders.pop(key, None)
         if holder is None:
             return False
-        holder._mark_lost(LockLostError(f"the run lock on {key!r} was lost"))
+        holder._lose(LockLostError(f"the run lock on {key!r} was lost"))
         return True
 
     async def lock(

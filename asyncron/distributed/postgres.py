@@ -54,7 +54,7 @@ from typing import Any, TypeVar
 from .._clock import Clock, SystemClock
 from .._time import as_duration, from_us, to_us
 from ..errors import ConfigurationError, LockHeld, LockLostError, LockNotAcquired, TickClaimed
-from ._common import CountedEntries, ElectorListeners, Term, deliver
+from ._common import CountedEntries, ElectorListeners, HeldLock, Term
 from .protocols import Lock
 
 __all__ = (
@@ -625,19 +625,15 @@ class _PostgresBackend(CountedEntries):
             raise self._misconfigured
 
 
-class PostgresLock:
-    """A run lock held as a session advisory lock by a :class:`PostgresLocker`."""
+class PostgresLock(HeldLock):
+    """A run lock held as a session advisory lock by a :class:`PostgresLocker`; lost
+    when its session dies or misses its heartbeat deadline."""
 
     __slots__ = (
-        "_callbacks",
-        "_fencing_token",
         "_generation",
-        "_key",
         "_keys",
         "_locker",
-        "_lost",
         "_outcome",
-        "_released",
         "_run_id",
         "_run_key",
         "_session",
@@ -655,28 +651,15 @@ class PostgresLock:
         run_id: int | None,
         run_key: str | None = None,
     ) -> None:
+        super().__init__(key, fencing_token)
         self._locker = locker
         self._session = session
         self._generation = generation
-        self._key = key
         self._run_key = key if run_key is None else run_key
         self._keys = advisory_key(locker._prefix, self._run_key)
         self._tick = tick
-        self._fencing_token = fencing_token
         self._run_id = run_id
-        self._callbacks: list[Callable[[BaseException], None]] = []
-        self._lost: BaseException | None = None
-        self._released = False
         self._outcome: tuple[str, str | None] | None = None
-
-    def __repr__(self) -> str:
-        state = "released" if self._released else "lost" if self._lost else "held"
-        return f"<PostgresLock key={self._key!r} token={self._fencing_token} {state}>"
-
-    @property
-    def key(self) -> str:
-        """The locked key."""
-        return self._key
 
     @property
     def tick(self) -> datetime | None:
@@ -684,29 +667,9 @@ class PostgresLock:
         return self._tick
 
     @property
-    def fencing_token(self) -> int:
-        """The token issued with this acquisition; strictly increasing per key."""
-        return self._fencing_token
-
-    @property
     def run_id(self) -> int | None:
         """The id of this run's row in the history table (None if it has none)."""
         return self._run_id
-
-    @property
-    def lost(self) -> bool:
-        """Whether the lock was lost (its session died or missed its deadline)."""
-        return self._lost is not None
-
-    def on_lost(self, callback: Callable[[BaseException], None]) -> None:
-        """Register ``callback``, called once in the event loop if the lock is lost.
-
-        A lock already lost calls it on the next loop iteration; a released one never.
-        """
-        if self._lost is not None:
-            deliver((callback,), self._lost)
-        elif not self._released:
-            self._callbacks.append(callback)
 
     async def record_outcome(self, outcome: str, error: str | None = None) -> None:
         """Record how the run ended in the history table.
@@ -731,10 +694,8 @@ class PostgresLock:
         ``"lock_lost"`` unless one was recorded), and a failure to release on a live
         connection drops that connection, which releases every lock on it.
         """
-        if self._released:
+        if not self._mark_released():
             return
-        self._released = True
-        self._callbacks.clear()
         self._locker._forget(self)
         # Shielded: a release cut short would leave the session holding the key while
         # this process counts it free, and the session would grant it again (re-entrant).
@@ -767,13 +728,9 @@ class PostgresLock:
                 self._session.fail(self._generation, exc)
 
     def _lose(self, exc: BaseException) -> None:
-        if self._lost is not None or self._released:
-            return
         lost = LockLostError(f"the run lock on {self._key!r} was lost: {exc}")
         lost.__cause__ = exc
-        self._lost = lost
-        callbacks, self._callbacks = self._callbacks, []
-        deliver(callbacks, lost)
+        super()._lose(lost)
 
 
 class PostgresLocker(_PostgresBackend):

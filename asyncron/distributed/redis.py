@@ -22,14 +22,14 @@ import contextlib
 import hashlib
 import logging
 import secrets
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .._clock import Clock, SystemClock
 from .._time import as_duration, from_us, to_us
 from ..errors import ConfigurationError, LockHeld, LockLostError, LockNotAcquired, TickClaimed
-from ._common import CountedEntries, ElectorListeners, Term, deliver
+from ._common import CountedEntries, ElectorListeners, HeldLock, Term
 from .protocols import Leadership, Lock
 
 try:
@@ -334,84 +334,38 @@ class _RedisBackend(CountedEntries):
         return {key: from_us(int(v)) for key, v in zip(keys, values, strict=True) if v is not None}
 
 
-class RedisLock:
-    """A run lock held in Redis by a :class:`RedisLocker`, renewed in the background."""
+class RedisLock(HeldLock):
+    """A run lock held in Redis by a :class:`RedisLocker`, renewed in the background;
+    it counts as lost no later than its local deadline (TTL - margin from the last
+    renewal sent)."""
 
-    __slots__ = (
-        "_callbacks",
-        "_deadline",
-        "_key",
-        "_locker",
-        "_lost",
-        "_redis_key",
-        "_released",
-        "_sent",
-        "_token",
-        "_value",
-    )
+    __slots__ = ("_deadline", "_locker", "_redis_key", "_sent", "_value")
 
     def __init__(
         self, locker: RedisLocker, key: str, redis_key: str, value: str, token: int, sent: float
     ) -> None:
+        super().__init__(key, token)
         self._locker = locker
-        self._key = key
         self._redis_key = redis_key
         self._value = value
-        self._token = token
         self._sent = sent
         self._deadline = sent + locker._ttl - locker._margin
-        self._callbacks: list[Callable[[BaseException], None]] = []
-        self._lost: BaseException | None = None
-        self._released = False
-
-    def __repr__(self) -> str:
-        state = "lost" if self._lost else "released" if self._released else "held"
-        return f"<RedisLock key={self._key!r} token={self._token} {state}>"
-
-    @property
-    def key(self) -> str:
-        """The locked coordination key."""
-        return self._key
-
-    @property
-    def fencing_token(self) -> int:
-        """The token issued with this acquisition; strictly increasing per key."""
-        return self._token
-
-    @property
-    def lost(self) -> bool:
-        """Whether the lock was lost (taken, deleted, or not renewed before its deadline)."""
-        return self._lost is not None
-
-    def on_lost(self, callback: Callable[[BaseException], None]) -> None:
-        """Register ``callback``, called once in the event loop if the lock is lost, no
-        later than its local deadline (TTL - margin from the last renewal sent)."""
-        if self._lost is not None:
-            deliver((callback,), self._lost)
-        elif not self._released:
-            self._callbacks.append(callback)
 
     async def unlock(self) -> None:
         """Release the lock by compare-and-delete; idempotent, never raises.
 
         A Redis error is logged, not raised: the lock then expires by its TTL.
         """
-        if self._released:
-            return
-        self._released = True
-        self._callbacks.clear()
-        await self._locker._release(self)
+        if self._mark_released():
+            await self._locker._release(self)
 
     def _expire(self) -> None:
         self._lose(LockLostError(f"the run lock on {self._key!r} was not renewed in time"))
 
     def _lose(self, exc: BaseException) -> None:
-        if self._lost is not None or self._released:
-            return
-        self._lost = exc
-        self._locker._forget(self)
-        callbacks, self._callbacks = self._callbacks, []
-        deliver(callbacks, exc)
+        if self._lost is None and not self._released:
+            self._locker._forget(self)
+        super()._lose(exc)
 
 
 class RedisLocker(_RedisBackend):
