@@ -17,7 +17,11 @@ from asyncron.testing import VirtualClock
 async def main() -> None:
     """Three jobs that take 25 s each, ticking every 10 s, under different rules."""
     clock = VirtualClock(datetime(2026, 1, 1, tzinfo=UTC))
-    scheduler = Scheduler(clock=clock, max_concurrent_jobs=3, concurrency_mode="wait")
+    # stop_timeout=0: at exit, runs still sleeping on the virtual clock are cancelled
+    # (nothing advances the clock during shutdown).
+    scheduler = Scheduler(
+        clock=clock, max_concurrent_jobs=3, concurrency_mode="wait", stop_timeout=0
+    )
 
     async def slow() -> None:
         await clock.sleep_until(clock.monotonic() + 25)  # "work" on the virtual clock

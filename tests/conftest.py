@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import pytest
+import pytest_asyncio
 
+from asyncron import Scheduler
+from asyncron.testing import VirtualClock
 from tests._services import postgres_service, redis_service, unavailable
+from tests._virtual import Factory, shut_down
 
 
 @pytest.fixture(scope="session")
@@ -37,3 +42,32 @@ def postgres_dsn(_postgres_dsn_session: str | None) -> str:
         unavailable("PostgreSQL")
     assert _postgres_dsn_session is not None
     return _postgres_dsn_session
+
+
+@pytest.fixture
+def clock(asyncron_clock: VirtualClock) -> VirtualClock:
+    """The test's virtual clock (the plugin's, starting at 2026-01-01T00:00:00Z)."""
+    return asyncron_clock
+
+
+@pytest_asyncio.fixture
+async def start(clock: VirtualClock) -> AsyncIterator[Factory]:
+    """A factory of started schedulers on the virtual clock, shut down after the test
+    (moving the clock past ``stop_timeout`` if runs are still in progress)."""
+    started: list[Scheduler] = []
+
+    async def factory(**options: Any) -> Scheduler:
+        scheduler = Scheduler(clock=clock, **options)
+        await scheduler.start()
+        started.append(scheduler)
+        return scheduler
+
+    yield factory
+    for scheduler in started:
+        await shut_down(scheduler, clock)
+
+
+@pytest_asyncio.fixture
+async def scheduler(start: Factory) -> Scheduler:
+    """A started scheduler on the virtual clock."""
+    return await start()

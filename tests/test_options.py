@@ -6,16 +6,13 @@ from __future__ import annotations
 import asyncio
 import random
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
-import pytest_asyncio
 
 from asyncron import (
     ConfigurationError,
-    Event,
     InvalidScheduleError,
     JobFailed,
     JobMissed,
@@ -35,70 +32,7 @@ from asyncron import (
     once,
 )
 from asyncron.testing import VirtualClock
-
-T0 = datetime(2026, 1, 1, tzinfo=UTC)
-
-
-def at(minutes: float = 0, seconds: float = 0) -> datetime:
-    """The instant ``minutes`` and ``seconds`` after the clock's start (2026-01-01Z)."""
-    return T0 + timedelta(minutes=minutes, seconds=seconds)
-
-
-class Recorder:
-    """An event callback that keeps what it receives."""
-
-    def __init__(self) -> None:
-        self.events: list[Event] = []
-
-    def __call__(self, event: Event) -> None:
-        self.events.append(event)
-
-    def of(self, *types: type[Event]) -> list[Any]:
-        return [e for e in self.events if isinstance(e, types)]
-
-
-Factory = Callable[..., Awaitable[Scheduler]]
-
-
-@pytest.fixture
-def clock(asyncron_clock: VirtualClock) -> VirtualClock:
-    return asyncron_clock
-
-
-async def shut_down(scheduler: Scheduler, clock: VirtualClock) -> None:
-    """Shut ``scheduler`` down, moving the virtual clock while it waits for runs."""
-    task = asyncio.create_task(scheduler.shutdown())
-    for _ in range(40):
-        await clock.advance(seconds=1)
-        if task.done():
-            break
-    await task
-
-
-@pytest_asyncio.fixture
-async def start(clock: VirtualClock) -> AsyncIterator[Factory]:
-    """A factory of started schedulers on the virtual clock, shut down after the test."""
-    started: list[Scheduler] = []
-
-    async def factory(**options: Any) -> Scheduler:
-        scheduler = Scheduler(clock=clock, **options)
-        await scheduler.start()
-        started.append(scheduler)
-        return scheduler
-
-    yield factory
-    for scheduler in started:
-        await shut_down(scheduler, clock)
-
-
-@pytest_asyncio.fixture
-async def scheduler(start: Factory) -> Scheduler:
-    return await start()
-
-
-async def pause(clock: VirtualClock, seconds: float) -> None:
-    """Take ``seconds`` of virtual time inside a job."""
-    await clock.sleep_until(clock.monotonic() + seconds)
+from tests._virtual import T0, Factory, Recorder, at, pause, shut_down
 
 
 class Runs:
