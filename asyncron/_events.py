@@ -307,6 +307,9 @@ class EventDispatcher:
         self._subscriptions: list[Subscription] = []
         self._queue: deque[tuple[Event, tuple[Subscription | EventCallback, ...]]] = deque()
         self._wanted: dict[type[Event], bool] = {}
+        #: True while no subscriber listens to JobStarted, JobSucceeded or JobFailed:
+        #: then a run builds no events and reads the clock for none (the hot path).
+        self.runs_unheard = True
         self._dropped = 0
         self._wakeup: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -320,14 +323,18 @@ class EventDispatcher:
         types = tuple(types)
         sub = Subscription(self, callback, types)
         self._subscriptions.append(sub)
-        self._wanted.clear()
+        self._changed()
         return sub
 
     def unsubscribe(self, sub: Subscription) -> None:
         sub._active = False
         if sub in self._subscriptions:
             self._subscriptions.remove(sub)
-            self._wanted.clear()
+            self._changed()
+
+    def _changed(self) -> None:
+        self._wanted.clear()
+        self.runs_unheard = not any(self.wants(t) for t in (JobStarted, JobSucceeded, JobFailed))
 
     def wants(self, event_type: type[Event]) -> bool:
         """Whether any subscriber listens to ``event_type`` (cached per type)."""

@@ -770,15 +770,8 @@ class RunEngine:
         clock, opts = self._clock, job._opts
         # Start and end times feed only outcomes, events, the monitor and the misfire
         # check; reading the clock twice per run is a measurable share of its cost.
-        timed = (
-            need_outcome
-            or opts.misfire_grace is not None
-            or self._monitor is not None
-            or bool(opts.listeners)
-            or self._events.wants(JobStarted)
-            or self._events.wants(JobSucceeded)
-            or self._events.wants(JobFailed)
-        )
+        heard = bool(opts.listeners) or not self._events.runs_unheard
+        timed = heard or need_outcome or opts.misfire_grace is not None or self._monitor is not None
         start = clock.now() if timed else tick
         lateness = timedelta(0)
         if timed and kind is not _RUN_NOW:
@@ -824,7 +817,7 @@ class RunEngine:
             lock.on_lost(functools.partial(self._lost, run))
         if leader_run:
             self._elector_runs.add(run)
-        if self._wants(JobStarted, job):
+        if heard and self._wants(JobStarted, job):
             self._emit_job(job, JobStarted, tick=tick, kind=kind, start=start, lateness=lateness)
         timer = self._arm_timeout(run, opts.timeout) if opts.timeout is not None else None
         info = job._info
@@ -886,7 +879,7 @@ class RunEngine:
             await self._unlock(job, lock)
         end = clock.now() if timed else start
         if error is None:
-            if self._wants(JobSucceeded, job):
+            if heard and self._wants(JobSucceeded, job):
                 self._emit_job(
                     job,
                     JobSucceeded,
@@ -899,7 +892,7 @@ class RunEngine:
         else:
             if self._logger.isEnabledFor(logging.INFO):
                 self._logger.info("run of %s at %s failed: %r", job._name or job._key, tick, error)
-            if self._wants(JobFailed, job):
+            if heard and self._wants(JobFailed, job):
                 self._emit_job(
                     job, JobFailed, tick=tick, kind=kind, start=start, end=end, exception=error
                 )
