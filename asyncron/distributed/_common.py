@@ -1,5 +1,5 @@
-"""Plumbing the coordination backends share: callback delivery, a term of leadership,
-and an elector's change listeners."""
+"""Plumbing the coordination backends share: callback delivery, counted ``async with``
+entries, a held run lock's state, a term of leadership, and an elector's listeners."""
 
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ class Term:
     """One term of leadership: an epoch and the callbacks to call once when it ends.
 
     Subclasses add what their backend needs (a lease value, a deadline) in their own
-    ``__slots__`` and document their ``epoch``.
+    ``__slots__``.
     """
 
     __slots__ = ("_callbacks", "_ended", "_epoch")
