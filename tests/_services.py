@@ -75,6 +75,13 @@ class PrivateServer:
         """The server's process id."""
         return self.proc.pid
 
+    @property
+    def port(self) -> int:
+        """The loopback port it listens on (a restart reuses it)."""
+        port = urlparse(self.url).port
+        assert port is not None
+        return port
+
     def stop(self, *, remove: bool = True) -> None:
         """Stop the server by its pid (SIGTERM, then SIGKILL after 10 s); remove its dir."""
         with contextlib.suppress(ProcessLookupError):

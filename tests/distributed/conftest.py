@@ -174,7 +174,7 @@ async def _redis_backend(url: str | None, *, private: bool) -> AsyncIterator[Bac
     async def recover() -> None:
         nonlocal server
         assert server is not None
-        port = int(server.url.rsplit(":", 1)[1].split("/")[0])
+        port = server.port
         server = await asyncio.to_thread(_start_redis, port, server.directory)
 
     async def raw_claim(key: str) -> int | None:

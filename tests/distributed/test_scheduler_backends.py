@@ -171,7 +171,7 @@ async def test_redis_outage_is_reported_survived_and_recovered_from() -> None:
     except (FileNotFoundError, RuntimeError, OSError):
         unavailable("redis-server (for the outage test)")
     directory = server.directory
-    port = int(server.url.rsplit(":", 1)[1].split("/")[0])
+    port = server.port
     events = Events()
     ran: list[datetime] = []
 
@@ -276,7 +276,7 @@ async def test_an_elector_claim_failing_in_an_outage_is_deferred_not_dropped() -
     except (FileNotFoundError, RuntimeError, OSError):
         unavailable("redis-server (for the outage test)")
     directory = server.directory
-    port = int(server.url.rsplit(":", 1)[1].split("/")[0])
+    port = server.port
     events = Events()
     ran: list[datetime] = []
 
