@@ -10,7 +10,7 @@ import random
 import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 from zoneinfo import ZoneInfo
@@ -88,9 +88,24 @@ class JobOptions:
     locker: Locker | None = None
     distributed: bool = True
     on_lock_lost: Literal["cancel", "continue"] = "cancel"
+    #: Derived: nothing wraps a run's call (no jitter, timeout, before_run, listeners,
+    #: limit_runs or misfire_grace), so the runner may take its short path.
+    bare: bool = field(default=False, init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(
+            self,
+            "bare",
+            self.jitter is None
+            and self.timeout is None
+            and self.before_run is None
+            and not self.listeners
+            and self.limit_runs is None
+            and self.misfire_grace is None,
+        )
 
 
-OPTION_NAMES = frozenset(f.name for f in fields(JobOptions))
+OPTION_NAMES = frozenset(f.name for f in fields(JobOptions) if f.init)
 _DEFAULT_OPTIONS = JobOptions()
 
 
@@ -350,6 +365,7 @@ class Job:
         "__weakref__",
         "_active",
         "_args",
+        "_bare",
         "_coordinated",
         "_func",
         "_id",
@@ -407,6 +423,16 @@ class Job:
         self._run_count = 0
         self._limit_count = 0
         self._last_run: datetime | None = None
+        self._bare = False
+        self._refresh_bare()
+
+    def _refresh_bare(self) -> None:
+        """Whether a run of this job is just an awaited call (the runner's short path);
+        recomputed whenever its options or coordination change."""
+        info = self._info
+        self._bare = (
+            self._opts.bare and info.is_async and info.ctx_param is None and not self._coordinated
+        )
 
     # --- readable properties
     @property

@@ -111,6 +111,8 @@ class RunEngine:
         self._dispatching = False
         self._idle: asyncio.Event | None = None
         self._recheck: float | None = getattr(self._clock, "wall_recheck_interval", 1.0)
+        # No scheduler-wide hook or monitor wraps a run (see _run_bare).
+        self._bare_runs = self._before_run is None and self._monitor is None
         self._system_clock = type(self._clock) is SystemClock
         # Jobs whose catch-up is reading the ledger → their regular ticks held back meanwhile.
         self._held_back: dict[Job, list[datetime]] = {}
@@ -236,32 +238,40 @@ class RunEngine:
         the following tick, then submit the runs."""
         tick = job._next_tick
         assert tick is not None
-        opts, schedule = job._opts, job._schedule
+        opts = job._opts
         nxt = self._after(job, tick)
-        ticks: list[datetime] = [tick]
+        behind: list[datetime] | None = None  # None: on time, the one due tick (no list)
         if nxt is not None and nxt <= now:
-            if opts.coalesce or not schedule.is_pure:
-                latest = self._latest(job, now) if schedule.is_pure else None
-                if latest is not None and latest > tick:
-                    before = self._latest(job, latest - _US) or tick
-                    self._missed(job, MissReason.COALESCED, tick, before)
-                    ticks = [latest]
-                    nxt = self._after(job, latest)
-                else:
-                    nxt = self._after(job, now)
-            else:
-                ticks, nxt = self._walk_missed(job, tick, now)
+            behind, nxt = self._catch_up_ticks(job, tick, now)
         if not opts.from_completion:
             self._set_next(job, nxt)
         else:
             job._version += 1
             job._next_tick = None
-        for t in ticks:
-            self._submit(job, t, _SCHEDULED, None)
+        if behind is None:
+            self._submit(job, tick, _SCHEDULED, None)
+        else:
+            for t in behind:
+                self._submit(job, t, _SCHEDULED, None)
         if nxt is None and not opts.from_completion:
             # Ticks still queued are within bounds and must run: _release retires it then.
             if not job._waiting and not any(e[0] is job for e in self._global_waiting):
                 self._retire_exhausted(job)
+
+    def _catch_up_ticks(
+        self, job: Job, tick: datetime, now: datetime
+    ) -> tuple[list[datetime], datetime | None]:
+        """The ticks to run when the next one is due too (a late wake-up): the latest
+        (coalesce) or every missed one (see _walk_missed); and the tick after them."""
+        schedule = job._schedule
+        if not job._opts.coalesce and schedule.is_pure:
+            return self._walk_missed(job, tick, now)
+        latest = self._latest(job, now) if schedule.is_pure else None
+        if latest is not None and latest > tick:
+            before = self._latest(job, latest - _US) or tick
+            self._missed(job, MissReason.COALESCED, tick, before)
+            return [latest], self._after(job, latest)
+        return [tick], self._after(job, now)
 
     def _walk_missed(
         self, job: Job, tick: datetime, now: datetime
@@ -360,7 +370,11 @@ class RunEngine:
             self._waiting_count += 1
             return
         job._active += 1
-        self._admit(job, tick, kind, future)
+        if self._max_concurrent is None:  # no global limit: straight to the run
+            self._global_active += 1
+            self._spawn(job, tick, kind, future, None)
+        else:
+            self._admit(job, tick, kind, future)
 
     def _admit(
         self,
@@ -390,6 +404,11 @@ class RunEngine:
         future: asyncio.Future[RunOutcome] | None,
         lock_result: Lock | LockNotAcquired | None,
     ) -> None:
+        if job._bare and future is None and self._bare_runs and self._events.runs_unheard:
+            assert self._loop is not None
+            # No done callback: the run takes itself out of _tasks (see _run_bare).
+            self._tasks.add(self._loop.create_task(self._run_bare(job, tick, kind)))
+            return
         batch = self._batch
         if (
             batch is not None
@@ -420,6 +439,11 @@ class RunEngine:
         """A run ended (or was refused after admission): free its slots, admit waiters."""
         job._active -= 1
         self._global_active -= 1
+        self._after_release(job)
+
+    def _after_release(self, job: Job) -> None:
+        """Admit the runs that waited for the slots just freed; retire a job whose
+        schedule ended meanwhile."""
         if self._global_waiting and (
             self._max_concurrent is None or self._global_active < self._max_concurrent
         ):
@@ -528,6 +552,43 @@ class RunEngine:
                 self._reschedule_from_completion(job)
         if future is not None and outcome is not None:
             self._resolve(future, outcome)
+
+    async def _run_bare(self, job: Job, tick: datetime, kind: RunKind) -> None:
+        """The short path of :meth:`_run` + :meth:`_call` for a run that is just an awaited
+        call: nobody awaits its outcome or listens to its events, and it has no lock,
+        leadership, jitter, timeout, hook, limit or grace (``Job._bare``). A run's
+        overhead is most of what a scheduler adds to a job, so it gets its own path."""
+        ctx = RunContext(job, tick, kind, None)
+        job._run_count += 1
+        if kind is not _RUN_NOW or job._last_run is None or tick > job._last_run:
+            job._last_run = tick
+        _current.set(ctx)  # this task's own context: no reset needed
+        try:
+            kwargs = job._kwargs
+            await (job._func(*job._args, **kwargs) if kwargs else job._func(*job._args))
+        except asyncio.CancelledError as exc:
+            current = asyncio.current_task()
+            if current is None or current.cancelling():
+                raise  # shutdown cancels this run
+            self._log_failure(job, tick, exc)  # the job's own: a failure
+        except Exception as exc:
+            self._log_failure(job, tick, exc)
+        finally:
+            ctx._done = True
+            tasks = self._tasks
+            tasks.discard(asyncio.current_task())
+            if not tasks and self._idle is not None:
+                self._idle.set()
+            job._active -= 1
+            self._global_active -= 1
+            if self._global_waiting or job._waiting or job._next_tick is None:
+                self._after_release(job)  # else it would find nothing to do
+            if kind is not _RUN_NOW and job._opts.from_completion and not job._removed:
+                self._reschedule_from_completion(job)
+
+    def _log_failure(self, job: Job, tick: datetime, error: BaseException) -> None:
+        if self._logger.isEnabledFor(logging.INFO):
+            self._logger.info("run of %s at %s failed: %r", job._name or job._key, tick, error)
 
     def _refused_from_completion(self, job: Job, kind: RunKind) -> None:
         """A from_completion job's next tick is set when a run ends; a tick refused before
@@ -890,8 +951,7 @@ class RunEngine:
                     return_value=result,
                 )
         else:
-            if self._logger.isEnabledFor(logging.INFO):
-                self._logger.info("run of %s at %s failed: %r", job._name or job._key, tick, error)
+            self._log_failure(job, tick, error)
             if heard and self._wants(JobFailed, job):
                 self._emit_job(
                     job, JobFailed, tick=tick, kind=kind, start=start, end=end, exception=error
@@ -986,5 +1046,5 @@ class RunEngine:
 
     # --- removal hook for JobRemoved events --------------------------------------------
     def _emit_removed(self, job: Job, reason: RemovalReason) -> None:
-        if self._wants(JobRemoved, job):
+        if job._opts.listeners or self._events.wants(JobRemoved):
             self._emit_job(job, JobRemoved, reason=reason)

@@ -526,6 +526,7 @@ class Scheduler(RunEngine):
         target._coordinated = coordinated
         schedule_changed = new_schedule is not target._schedule or opts is not target._opts
         target._schedule, target._opts = new_schedule, opts
+        target._refresh_bare()
         if schedule_changed:
             now = self._clock.now()
             if self._loop is not None and self._state is SchedulerState.RUNNING:
@@ -551,7 +552,8 @@ class Scheduler(RunEngine):
             return
         job._removed = True
         job._version += 1
-        self._stale += 1
+        if job._next_tick is not None and self._loop is not None:
+            self._stale += 1  # its heap entry is out of date now
         self._jobs.pop(job, None)
         if self._ids is not None:
             self._ids.pop(job.id, None)
@@ -798,6 +800,9 @@ class Scheduler(RunEngine):
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
+            # A run cancelled before its first step never reached the code that takes
+            # it out of the set.
+            self._tasks.difference_update(pending)
         self._heap.clear()
         self._stale = 0
         self._loop = None

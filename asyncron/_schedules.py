@@ -1127,16 +1127,18 @@ class OnceSchedule(Schedule):
     ) -> datetime | None:
         """The first of ``at`` strictly after ``after``, or None (always None for "now")."""
         _require_aware("after", after)
-        i = bisect_right(self._instants, after)
-        return self._instants[i] if i < len(self._instants) else None
+        instants = self._instants
+        i = bisect_right(instants, after)
+        return instants[i] if i < len(instants) else None
 
     def last_fire(
         self, at_or_before: datetime, *, start_at: datetime | None = None
     ) -> datetime | None:
         """The last of ``at`` at or before ``at_or_before``, or None."""
         _require_aware("at_or_before", at_or_before)
-        i = bisect_right(self._instants, at_or_before)
-        return self._instants[i - 1] if i else None
+        instants = self._instants
+        i = bisect_right(instants, at_or_before)
+        return instants[i - 1] if i else None
 
     def with_zone(self, tz: ZoneInfo) -> Schedule:
         """A copy whose naive datetimes are resolved in ``tz`` by the DST rules.

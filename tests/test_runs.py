@@ -45,6 +45,7 @@ from asyncron import (
     once,
 )
 from asyncron import _events as events_module
+from asyncron._runner import RunEngine
 from asyncron._time import to_us
 from asyncron.distributed import MemoryElector, MemoryLocker
 from asyncron.testing import VirtualClock
@@ -736,6 +737,89 @@ class TestEventCost:
         scheduler.subscribe(Recorder())
         await self.exercise(scheduler, clock)
         assert set(built) == {cls.__name__ for cls in self.EVENT_TYPES}
+
+
+class TestShortPath:
+    """A run nobody listens to, with nothing around its call, takes a shorter path
+    through the runner (``RunEngine._run_bare``); it must behave as the full one."""
+
+    @pytest.fixture
+    def full_calls(self, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+        """The names of the jobs whose runs went through the full path (``_call``)."""
+        calls: list[str] = []
+        original = RunEngine._call
+
+        async def counting(self: RunEngine, job: Any, *args: Any) -> Any:
+            calls.append(job.name)
+            return await original(self, job, *args)
+
+        monkeypatch.setattr(RunEngine, "_call", counting)
+        return calls
+
+    @pytest.mark.parametrize("listened", [False, True], ids=["short", "full"])
+    async def test_both_paths_give_the_same_runs(
+        self,
+        listened: bool,
+        full_calls: list[str],
+        clock: VirtualClock,
+        caplog: pytest.LogCaptureFixture,
+    ) -> None:
+        """Ticks, run_count, last_run, current_run(), failures (logged, the job goes on),
+        from_completion and one-off jobs come out the same on either path."""
+        scheduler = Scheduler(clock=clock)
+        rec = Recorder()
+        if listened:
+            scheduler.subscribe(rec, JobStarted)
+        seen: list[datetime] = []
+
+        async def noting(label: str) -> None:
+            ctx = current_run()
+            assert ctx is not None
+            seen.append(ctx.tick)
+
+        async def broken() -> None:
+            raise RuntimeError("boom")
+
+        async def slow() -> None:
+            await pause(clock, 30)
+
+        regular = scheduler.add_job(noting, every(minutes=1), name="regular", args=("r",))
+        failing = scheduler.add_job(broken, every(minutes=1), name="failing")
+        chained = scheduler.add_job(slow, every(minutes=1), name="chained", from_completion=True)
+        single = scheduler.add_job(noting, once(at(2)), name="single", kwargs={"label": "s"})
+        with caplog.at_level(logging.INFO, logger="asyncron"):
+            async with scheduler:
+                await clock.advance(minutes=3)
+        assert seen == [at(1), at(2), at(2), at(3)]
+        assert (regular.run_count, regular.last_run) == (3, at(3))
+        assert (failing.run_count, failing.last_run) == (3, at(3))
+        # from_completion: each run takes 30 s, the next tick is a minute after its end.
+        assert (chained.run_count, chained.last_run) == (2, at(2, 30))
+        assert single.run_count == 1
+        assert single not in scheduler.jobs
+        failures = [r.getMessage() for r in caplog.records if "failed" in r.getMessage()]
+        assert len(failures) == 3
+        assert all("failing" in m and "boom" in m for m in failures)
+        if listened:
+            assert len(rec.of(JobStarted)) == 9
+            assert sorted(set(full_calls)) == ["chained", "failing", "regular", "single"]
+        else:
+            assert full_calls == []
+
+    async def test_a_subscriber_added_between_runs_hears_the_next_one(
+        self, scheduler: Scheduler, clock: VirtualClock
+    ) -> None:
+        """The choice of path is made per run: subscribing turns the events on at once."""
+        async def tick() -> None:
+            pass
+
+        job = scheduler.add_job(tick, every(minutes=1))
+        await clock.advance(minutes=1)
+        rec = Recorder()
+        scheduler.subscribe(rec, JobStarted)
+        await clock.advance(minutes=1)
+        assert [e.tick for e in rec.of(JobStarted)] == [at(2)]
+        assert job.run_count == 2
 
 
 # --- run_now ----------------------------------------------------------------------
