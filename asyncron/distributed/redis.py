@@ -1,7 +1,8 @@
 """Redis coordination: :class:`RedisLocker` and :class:`RedisElector` (``redis.asyncio``).
 
 Key layout, for ``prefix`` P and coordination key K (the ``{…}`` hash tag keeps a
-job's keys in one cluster slot, so one script can touch them all)::
+job's keys in one slot; batches touch many jobs' keys, so Redis Cluster is not
+supported)::
 
     P:{K}:claim             last claimed tick, integer µs since the epoch (no expiry)
     P:{K}:fence             fencing-token counter, INCR'd on each acquisition or claim
@@ -50,60 +51,100 @@ _POOL_SIZE = 32
 
 logger = logging.getLogger("asyncron")
 
-# KEYS: claim, lock, fence. ARGV: tick µs ('' = no claim), owner, ttl ms.
+# Each script is written against K (keys) and A (arguments): run alone it reads KEYS and
+# ARGV; _many() wraps it in a loop over the key and argument groups of many calls, so a
+# batch (the locks of runs due together, their releases, renewals) is one command: on a
+# thousand runs per tick the client's per-command cost, not Redis, was the bottleneck.
+
+# K: claim, lock, fence. A: tick µs ('' = no claim), owner, ttl ms.
 # Returns {1, token} (locked), {0, last tick} (TickClaimed) or {2, pttl} (LockHeld).
 # A lock already holding this request's owner means the script ran before and only
 # the reply was lost (a client retry): answer as then, so a re-run is harmless.
 # Lua compares ticks as doubles, exact for integer µs up to 2^53 (the year 2255).
-_LOCK = """
-local held = redis.call('GET', KEYS[2])
+_LOCK_BODY = """
+local held = redis.call('GET', K[2])
 if held then
-  local token = string.match(held, '^' .. ARGV[2] .. ':(%d+)$')
+  local token = string.match(held, '^' .. A[2] .. ':(%d+)$')
   if token then return {1, tonumber(token)} end
 end
-if ARGV[1] ~= '' then
-  local last = redis.call('GET', KEYS[1])
-  if last and tonumber(last) >= tonumber(ARGV[1]) then return {0, last} end
-  redis.call('SET', KEYS[1], ARGV[1])
+if A[1] ~= '' then
+  local last = redis.call('GET', K[1])
+  if last and tonumber(last) >= tonumber(A[1]) then return {0, last} end
+  redis.call('SET', K[1], A[1])
 end
-if held then return {2, redis.call('PTTL', KEYS[2])} end
-local token = redis.call('INCR', KEYS[3])
-redis.call('SET', KEYS[2], ARGV[2] .. ':' .. token, 'NX', 'PX', ARGV[3])
+if held then return {2, redis.call('PTTL', K[2])} end
+local token = redis.call('INCR', K[3])
+redis.call('SET', K[2], A[2] .. ':' .. token, 'NX', 'PX', A[3])
 return {1, token}
 """
-# KEYS: claim, fence. ARGV: tick µs. Returns {1, token} or {0, last tick}.
-_CLAIM = """
-local last = redis.call('GET', KEYS[1])
-if last and tonumber(last) >= tonumber(ARGV[1]) then return {0, last} end
-redis.call('SET', KEYS[1], ARGV[1])
-return {1, redis.call('INCR', KEYS[2])}
+# K: claim, fence. A: tick µs. Returns {1, token} or {0, last tick}.
+_CLAIM_BODY = """
+local last = redis.call('GET', K[1])
+if last and tonumber(last) >= tonumber(A[1]) then return {0, last} end
+redis.call('SET', K[1], A[1])
+return {1, redis.call('INCR', K[2])}
 """
-# KEYS: lease, epoch. ARGV: owner, ttl ms. Returns {1, epoch} or {0, pttl}.
-_ACQUIRE = """
-local held = redis.call('GET', KEYS[1])
+# K: lease, epoch. A: owner, ttl ms. Returns {1, epoch} or {0, pttl}.
+_ACQUIRE_BODY = """
+local held = redis.call('GET', K[1])
 if held then
-  local epoch = string.match(held, '^' .. ARGV[1] .. ':(%d+)$')
+  local epoch = string.match(held, '^' .. A[1] .. ':(%d+)$')
   if epoch then return {1, tonumber(epoch)} end
-  return {0, redis.call('PTTL', KEYS[1])}
+  return {0, redis.call('PTTL', K[1])}
 end
-local epoch = redis.call('INCR', KEYS[2])
-redis.call('SET', KEYS[1], ARGV[1] .. ':' .. epoch, 'NX', 'PX', ARGV[2])
+local epoch = redis.call('INCR', K[2])
+redis.call('SET', K[1], A[1] .. ':' .. epoch, 'NX', 'PX', A[2])
 return {1, epoch}
 """
-# KEYS: key. ARGV: value, ttl ms. Compare-and-pexpire: 1 renewed, 0 gone or taken.
-_RENEW = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+# K: key. A: value, ttl ms. Compare-and-pexpire: 1 renewed, 0 gone or taken.
+_RENEW_BODY = """
+if redis.call('GET', K[1]) == A[1] then return redis.call('PEXPIRE', K[1], A[2]) end
 return 0
 """
-# KEYS: key. ARGV: value. Compare-and-delete, so only the owner releases.
-_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+# K: key. A: value. Compare-and-delete, so only the owner releases.
+_RELEASE_BODY = """
+if redis.call('GET', K[1]) == A[1] then return redis.call('DEL', K[1]) end
 return 0
 """
+
+
+def _single(body: str) -> str:
+    return "local K, A = KEYS, ARGV\n" + body
+
+
+def _many(body: str) -> str:
+    """The script for many calls: ARGV = keys per call, args per call, then each call's
+    args in order; KEYS = each call's keys in order. Returns one reply per call."""
+    return (
+        "local function one(K, A)\n" + body + "end\n"
+        "local nk, na = tonumber(ARGV[1]), tonumber(ARGV[2])\n"
+        "local out = {}\n"
+        "for i = 0, (#ARGV - 2) / na - 1 do\n"
+        "  local K, A = {}, {}\n"
+        "  for j = 1, nk do K[j] = KEYS[i * nk + j] end\n"
+        "  for j = 1, na do A[j] = ARGV[2 + i * na + j] end\n"
+        "  out[i + 1] = one(K, A)\n"
+        "end\n"
+        "return out\n"
+    )
+
+
+_LOCK, _CLAIM, _ACQUIRE, _RENEW, _RELEASE = (
+    _single(body) for body in (_LOCK_BODY, _CLAIM_BODY, _ACQUIRE_BODY, _RENEW_BODY, _RELEASE_BODY)
+)
+#: Single script -> its many-calls form (for the scripts run in batches).
+_MANY = {
+    _LOCK: _many(_LOCK_BODY),
+    _RENEW: _many(_RENEW_BODY),
+    _RELEASE: _many(_RELEASE_BODY),
+}
 _SHA = {
     source: hashlib.sha1(source.encode()).hexdigest()
-    for source in (_LOCK, _CLAIM, _ACQUIRE, _RENEW, _RELEASE)
+    for source in (_LOCK, _CLAIM, _ACQUIRE, _RENEW, _RELEASE, *_MANY.values())
 }
+#: Calls per command of a many-calls script: Redis runs a script without interleaving
+#: other clients, so a huge batch is cut to keep each pause short.
+_MANY_CHUNK = 500
 
 # Errors after which a command may or may not have run on the server.
 _AMBIGUOUS = (redis_errors.ConnectionError, redis_errors.TimeoutError)
@@ -297,28 +338,29 @@ class _RedisBackend(CountedEntries):
     async def _eval_many(
         self, source: str, calls: Sequence[tuple[Sequence[str], Sequence[Any]]]
     ) -> list[Any]:
-        """Run one script for many key sets in one pipeline (one round trip)."""
-        results: list[Any] = [None] * len(calls)
-        pending = list(range(len(calls)))
+        """Run one script for many key sets: its many-calls form, one command per
+        _MANY_CHUNK calls, all in one pipeline (one round trip)."""
+        many = _MANY[source]
+        chunks = [calls[i : i + _MANY_CHUNK] for i in range(0, len(calls), _MANY_CHUNK)]
         for attempt in range(2):
             pipe = self.client.pipeline(transaction=False)
-            for i in pending:
-                keys, args = calls[i]
-                pipe.evalsha(_SHA[source], len(keys), *keys, *args)
+            for chunk in chunks:
+                keys = [k for call_keys, _ in chunk for k in call_keys]
+                args = [a for _, call_args in chunk for a in call_args]
+                pipe.evalsha(
+                    _SHA[many], len(keys), *keys, len(chunk[0][0]), len(chunk[0][1]), *args
+                )
             replies = await pipe.execute(raise_on_error=False)
-            missing = []
-            for i, reply in zip(pending, replies, strict=True):
-                if isinstance(reply, redis_errors.NoScriptError) and attempt == 0:
-                    missing.append(i)
-                elif isinstance(reply, Exception):
+            if attempt == 0 and any(isinstance(r, redis_errors.NoScriptError) for r in replies):
+                await self.client.script_load(many)  # after a restart or SCRIPT FLUSH
+                continue
+            results: list[Any] = []
+            for reply in replies:
+                if isinstance(reply, Exception):
                     raise reply
-                else:
-                    results[i] = reply
-            if not missing:
-                break
-            await self.client.script_load(source)
-            pending = missing
-        return results
+                results.extend(reply)
+            return results
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def _job_keys(self, key: str, run_key: str | None = None) -> tuple[str, str, str]:
         base = f"{self._prefix}:{{{key}}}"

@@ -177,6 +177,22 @@ class TestLockerContract:
         await results[0].unlock()
         await held.unlock()
 
+    async def test_lock_many_of_a_thousand_answers_each_in_place(self, backend: Backend) -> None:
+        """A batch larger than one server call takes (Redis cuts it per 500) keeps each
+        answer at its request's place, and its locks release together."""
+        if not isinstance(backend.locker, BatchLocker):
+            pytest.skip(f"{backend.name} locker has no lock_many")
+        keys = [f"big-{i}" for i in range(1_200)]
+        held = await backend.locker.lock_many([(key, None) for key in keys[::3]])
+        results = await backend.locker.lock_many([(key, tick(5)) for key in keys])
+        assert [isinstance(r, LockHeld) for r in results] == [i % 3 == 0 for i in range(1_200)]
+        assert all(isinstance(r, Lock) for i, r in enumerate(results) if i % 3)
+        for lock in [*held, *results]:
+            if isinstance(lock, Lock):
+                await lock.unlock()
+        again = await backend.locker.lock_many([(key, tick(5)) for key in keys])
+        assert all(isinstance(r, TickClaimed) for r in again)  # refused ones kept the claim
+
     async def test_renewal_keeps_a_lock_past_its_ttl(self, backend: Backend) -> None:
         """A lock held for three TTLs stays held and exclusive, with no loss reported."""
         holder_locker = await backend.new_locker(ttl=1)
