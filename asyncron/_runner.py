@@ -129,6 +129,17 @@ class RunEngine:
             return None
         return tick
 
+    def _following(self, job: Job, tick: datetime) -> datetime | None:
+        """The job's tick after its tick ``tick``: :meth:`_after`, by the schedule's step."""
+        opts = job._opts
+        if opts.from_completion:  # ticks counted from a run's end are off the grid
+            return self._after(job, tick)
+        start_at = opts.start_at if isinstance(opts.start_at, datetime) else None
+        nxt = job._schedule._following(tick, start_at, self._random)
+        if nxt is None or (opts.stop_at is not None and nxt > opts.stop_at):
+            return None
+        return nxt
+
     def _latest(self, job: Job, at: datetime) -> datetime | None:
         """The job's latest tick at or before ``at``, within start_at/stop_at."""
         opts = job._opts
@@ -238,8 +249,11 @@ class RunEngine:
         the following tick, then submit the runs."""
         tick = job._next_tick
         assert tick is not None
+        # Its heap entry was just popped: nothing stale is left behind for _set_next to
+        # count (counting it made the heap compact itself every half tick).
+        job._next_tick = None
         opts = job._opts
-        nxt = self._after(job, tick)
+        nxt = self._following(job, tick)
         behind: list[datetime] | None = None  # None: on time, the one due tick (no list)
         if nxt is not None and nxt <= now:
             behind, nxt = self._catch_up_ticks(job, tick, now)
@@ -247,7 +261,6 @@ class RunEngine:
             self._set_next(job, nxt)
         else:
             job._version += 1
-            job._next_tick = None
         if behind is None:
             self._submit(job, tick, _SCHEDULED, None)
         else:

@@ -670,6 +670,7 @@ class Scheduler(RunEngine):
         self._heap.clear()
         self._stale = 0
         for job in list(self._jobs):
+            job._next_tick = None  # not on the (cleared) heap: nothing stale to count
             # _version stays 0 until a job's first activation: jobs added while stopped
             # start like new ones (their once("now") / start_at="now" run is due).
             self._activate(job, now, first_start=not resume or job._version == 0)

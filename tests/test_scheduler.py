@@ -46,6 +46,7 @@ from asyncron import (
     once,
     random_every,
 )
+from asyncron._runner import RunEngine
 from asyncron.distributed import MemoryLocker
 from asyncron.testing import VirtualClock
 
@@ -1008,6 +1009,32 @@ class TestRegistryEvents:
 
 
 class TestScale:
+    async def test_steady_ticking_never_compacts_the_heap(
+        self, clock: VirtualClock, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A fired tick leaves no stale heap entry behind, so ticking jobs never make the
+        heap rebuild itself; removing most jobs does (the control)."""
+        compactions: list[int] = []
+        original = RunEngine._compact
+
+        def counting(self: RunEngine) -> None:
+            compactions.append(len(self._heap))
+            original(self)
+
+        monkeypatch.setattr(RunEngine, "_compact", counting)
+        scheduler = Scheduler(clock=clock)
+        jobs = [scheduler.add_job(noop, every(seconds=1)) for _ in range(3_000)]
+        async with scheduler:
+            for _ in range(10):
+                await clock.advance(seconds=1)
+            assert all(job.run_count == 10 for job in jobs)
+            assert compactions == []
+            for job in jobs[1_000:]:
+                scheduler.remove_job(job)
+            await clock.advance(seconds=1)  # the next re-arm finds most entries stale
+            assert compactions
+            assert len(scheduler._heap) == 1_000
+
     async def test_ten_thousand_jobs_added_listed_removed_by_tag(self, clock: VirtualClock) -> None:
         """10,000 jobs are added, listed and removed by tag quickly."""
         scheduler = Scheduler(clock=clock)
@@ -1033,15 +1060,21 @@ class TestScale:
             scheduler.add_job(noop, every(hours=1))
         schedule_type = type(scheduler.jobs[0].schedule)
         calls = 0
-        original = schedule_type.next_fire
 
-        def counting(self: Any, *args: Any, **kwargs: Any) -> Any:
-            nonlocal calls
-            calls += 1
-            return original(self, *args, **kwargs)
+        def counted(name: str) -> Any:
+            original = getattr(schedule_type, name)
+
+            def counting(self: Any, *args: Any, **kwargs: Any) -> Any:
+                nonlocal calls
+                calls += 1
+                return original(self, *args, **kwargs)
+
+            return counting
 
         async with scheduler:
-            monkeypatch.setattr(schedule_type, "next_fire", counting)
+            # Ticks are computed by next_fire, or by _following for the timer's step.
+            for name in ("next_fire", "_following"):
+                monkeypatch.setattr(schedule_type, name, counted(name))
             await clock.advance(minutes=59)
             assert calls == 0
             await clock.advance(minutes=1)

@@ -34,6 +34,8 @@ from asyncron._schedules import (
 )
 from asyncron.errors import InvalidScheduleError
 
+EPOCH_UTC = datetime(1970, 1, 1, tzinfo=UTC)
+
 BERLIN = ZoneInfo("Europe/Berlin")
 
 
@@ -469,6 +471,22 @@ class TestEvery:
         assert schedule.last_fire(utc(2026, 1, 1, 12, 9, 59)) == utc(2026, 1, 1, 12, 5)
         start = utc(2026, 1, 1, 0, 0, 7)
         assert schedule.last_fire(utc(2036, 1, 1), start_at=start) == utc(2035, 12, 31, 23, 55, 7)
+
+    @settings(max_examples=200, deadline=None)
+    @given(
+        interval=st.integers(min_value=1, max_value=10**11),
+        anchor_us=st.one_of(st.none(), st.integers(min_value=0, max_value=10**15)),
+        after_us=st.integers(min_value=10**15, max_value=3 * 10**15),
+    )
+    def test_the_timers_step_agrees_with_next_fire(
+        self, interval: int, anchor_us: int | None, after_us: int
+    ) -> None:
+        """From a tick, the timer's step (one interval on, no division) is next_fire's."""
+        schedule = EverySchedule(interval=timedelta(microseconds=interval))
+        start = None if anchor_us is None else EPOCH_UTC + timedelta(microseconds=anchor_us)
+        tick = schedule.next_fire(EPOCH_UTC + timedelta(microseconds=after_us), start_at=start)
+        assert tick is not None
+        assert schedule._following(tick, start, None) == schedule.next_fire(tick, start_at=start)
 
 
 class TestDaily:
