@@ -810,6 +810,7 @@ class TestShortPath:
         self, scheduler: Scheduler, clock: VirtualClock
     ) -> None:
         """The choice of path is made per run: subscribing turns the events on at once."""
+
         async def tick() -> None:
             pass
 
