@@ -25,7 +25,6 @@ from ._events import (
     EventDispatcher,
     JobFailed,
     JobMissed,
-    JobRemoved,
     JobSkipped,
     JobStarted,
     JobSucceeded,
@@ -573,8 +572,7 @@ class RunEngine:
         overhead is most of what a scheduler adds to a job, so it gets its own path."""
         ctx = RunContext(job, tick, kind, None)
         job._run_count += 1
-        if kind is not _RUN_NOW or job._last_run is None or tick > job._last_run:
-            job._last_run = tick
+        job._last_run = tick  # never a run_now (those await an outcome): the latest tick
         _current.set(ctx)  # this task's own context: no reset needed
         try:
             kwargs = job._kwargs
@@ -587,16 +585,19 @@ class RunEngine:
         except Exception as exc:
             self._log_failure(job, tick, exc)
         finally:
-            ctx._done = True
+            # (ctx._done is not set: only timeouts and lock losses read it, and a bare
+            # run has neither.)
             tasks = self._tasks
             tasks.discard(asyncio.current_task())
             if not tasks and self._idle is not None:
                 self._idle.set()
             job._active -= 1
             self._global_active -= 1
-            if self._global_waiting or job._waiting or job._next_tick is None:
+            if self._global_waiting or job._waiting or (
+                job._next_tick is None and not job._removed
+            ):
                 self._after_release(job)  # else it would find nothing to do
-            if kind is not _RUN_NOW and job._opts.from_completion and not job._removed:
+            if job._opts.from_completion and not job._removed:
                 self._reschedule_from_completion(job)
 
     def _log_failure(self, job: Job, tick: datetime, error: BaseException) -> None:
@@ -1058,6 +1059,3 @@ class RunEngine:
             self._lost(run, exc)
 
     # --- removal hook for JobRemoved events --------------------------------------------
-    def _emit_removed(self, job: Job, reason: RemovalReason) -> None:
-        if job._opts.listeners or self._events.wants(JobRemoved):
-            self._emit_job(job, JobRemoved, reason=reason)

@@ -23,6 +23,7 @@ from ._events import (
     EventCallback,
     EventDispatcher,
     JobAdded,
+    JobRemoved,
     JobUpdated,
     LeadershipChanged,
     MissReason,
@@ -557,10 +558,11 @@ class Scheduler(RunEngine):
         self._jobs.pop(job, None)
         if self._ids is not None:
             self._ids.pop(job.id, None)
-        if job._name is not None and self._names.get(job._name) is job:
-            del self._names[job._name]
-        if self._keys.get(job._key) is job:
-            del self._keys[job._key]
+        name, key = job._name, job._key
+        if name is not None and self._names.get(name) is job:
+            del self._names[name]
+        if self._keys.get(key) is job:
+            del self._keys[key]
         if job._waiting:
             self._waiting_count -= len(job._waiting)
             for tick, _, future in job._waiting:
@@ -574,7 +576,8 @@ class Scheduler(RunEngine):
                 self._waiting_count -= 1
                 job._active -= 1
                 self._resolve(entry[3], RunOutcome(RunStatus.SKIPPED, entry[1], None))
-        self._emit_removed(job, reason)
+        if job._opts.listeners or self._events.wants(JobRemoved):
+            self._emit_job(job, JobRemoved, reason=reason)
 
     def _preview(self, job: Job, n: int) -> list[datetime]:
         ticks: list[datetime] = []

@@ -1149,6 +1149,13 @@ class OnceSchedule(Schedule):
         i = bisect_right(instants, after)
         return instants[i] if i < len(instants) else None
 
+    def _following(
+        self, tick: datetime, start_at: datetime | None, rng: random.Random | None
+    ) -> datetime | None:
+        instants = _as_instants(self.at)
+        i = bisect_right(instants, tick)
+        return instants[i] if i < len(instants) else None
+
     def last_fire(
         self, at_or_before: datetime, *, start_at: datetime | None = None
     ) -> datetime | None:
