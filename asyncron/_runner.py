@@ -11,7 +11,7 @@ import math
 import random
 import threading
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from datetime import datetime, timedelta
 from heapq import heapify, heappop, heappush
 from itertools import count
@@ -105,6 +105,8 @@ class RunEngine:
         self._sleep_ts = math.inf
         self._batch: dict[Any, list[_Entry]] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        #: Starts a run's task on the loop (set at start, see Scheduler._start).
+        self._new_task: Callable[[Coroutine[Any, Any, Any]], asyncio.Task[Any]]
         self._loop_thread: int | None = None
         self._limiter: anyio.CapacityLimiter | None = None
         self._dispatching = False
@@ -419,7 +421,7 @@ class RunEngine:
         if job._bare and future is None and self._bare_runs and self._events.runs_unheard:
             assert self._loop is not None
             # No done callback: the run takes itself out of _tasks (see _run_bare).
-            self._tasks.add(self._loop.create_task(self._run_bare(job, tick, kind)))
+            self._tasks.add(self._new_task(self._run_bare(job, tick, kind)))
             return
         batch = self._batch
         if (
@@ -438,7 +440,7 @@ class RunEngine:
 
     def _track(self, coro: Any) -> None:
         assert self._loop is not None
-        task = self._loop.create_task(coro)
+        task = self._new_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
 
@@ -593,8 +595,10 @@ class RunEngine:
                 self._idle.set()
             job._active -= 1
             self._global_active -= 1
-            if self._global_waiting or job._waiting or (
-                job._next_tick is None and not job._removed
+            if (
+                self._global_waiting
+                or job._waiting
+                or (job._next_tick is None and not job._removed)
             ):
                 self._after_release(job)  # else it would find nothing to do
             if job._opts.from_completion and not job._removed:

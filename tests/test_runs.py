@@ -806,6 +806,35 @@ class TestShortPath:
         else:
             assert full_calls == []
 
+    @pytest.mark.parametrize("listened", [False, True], ids=["short", "full"])
+    async def test_a_loop_task_factory_makes_every_runs_task(
+        self, listened: bool, clock: VirtualClock
+    ) -> None:
+        """Runs start as Task(...) directly, except on a loop with a task factory, which
+        then creates each run's task (on either path)."""
+        loop = asyncio.get_running_loop()
+        made: list[str] = []
+
+        def factory(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> Any:
+            made.append(coro.__qualname__)
+            return asyncio.Task(coro, loop=loop, **kwargs)
+
+        async def tick() -> None:
+            pass
+
+        scheduler = Scheduler(clock=clock)
+        if listened:
+            scheduler.subscribe(Recorder(), JobStarted)
+        scheduler.add_job(tick, every(minutes=1))
+        loop.set_task_factory(factory)
+        try:
+            async with scheduler:
+                await clock.advance(minutes=2)
+        finally:
+            loop.set_task_factory(None)
+        runs = [name for name in made if name.startswith("RunEngine._run")]
+        assert len(runs) == 2
+
     async def test_a_subscriber_added_between_runs_hears_the_next_one(
         self, scheduler: Scheduler, clock: VirtualClock
     ) -> None:
