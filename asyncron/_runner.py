@@ -98,7 +98,9 @@ class RunEngine:
         self._global_active = 0
         self._global_waiting: deque[_Entry] = deque()
         self._waiting_count = 0
-        self._tasks: set[asyncio.Task[Any]] = set()
+        # Every run's task (and batch lock task), keyed by itself or, for a bare run, by
+        # its RunContext: the run then finds its own entry without current_task().
+        self._tasks: dict[object, asyncio.Task[Any]] = {}
         self._elector_runs: set[_Run] = set()
         self._thread_runs: set[_Run] = set()
         self._sleep_scope: anyio.CancelScope | None = None
@@ -421,7 +423,8 @@ class RunEngine:
         if job._bare and future is None and self._bare_runs and self._events.runs_unheard:
             assert self._loop is not None
             # No done callback: the run takes itself out of _tasks (see _run_bare).
-            self._tasks.add(self._new_task(self._run_bare(job, tick, kind)))
+            ctx = RunContext(job, tick, kind, None)
+            self._tasks[ctx] = self._new_task(self._run_bare(job, tick, ctx))
             return
         batch = self._batch
         if (
@@ -441,11 +444,11 @@ class RunEngine:
     def _track(self, coro: Any) -> None:
         assert self._loop is not None
         task = self._new_task(coro)
-        self._tasks.add(task)
+        self._tasks[task] = task
         task.add_done_callback(self._task_done)
 
     def _task_done(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.discard(task)
+        self._tasks.pop(task, None)
         if not self._tasks and self._idle is not None:
             self._idle.set()
 
@@ -567,12 +570,11 @@ class RunEngine:
         if future is not None and outcome is not None:
             self._resolve(future, outcome)
 
-    async def _run_bare(self, job: Job, tick: datetime, kind: RunKind) -> None:
+    async def _run_bare(self, job: Job, tick: datetime, ctx: RunContext) -> None:
         """The short path of :meth:`_run` + :meth:`_call` for a run that is just an awaited
         call: nobody awaits its outcome or listens to its events, and it has no lock,
         leadership, jitter, timeout, hook, limit or grace (``Job._bare``). A run's
         overhead is most of what a scheduler adds to a job, so it gets its own path."""
-        ctx = RunContext(job, tick, kind, None)
         job._run_count += 1
         job._last_run = tick  # never a run_now (those await an outcome): the latest tick
         _current.set(ctx)  # this task's own context: no reset needed
@@ -590,7 +592,7 @@ class RunEngine:
             # (ctx._done is not set: only timeouts and lock losses read it, and a bare
             # run has neither.)
             tasks = self._tasks
-            tasks.discard(asyncio.current_task())
+            tasks.pop(ctx, None)
             if not tasks and self._idle is not None:
                 self._idle.set()
             job._active -= 1

@@ -764,7 +764,9 @@ class Scheduler(RunEngine):
         clock = self._clock
         # Called from a run (a job awaiting shutdown()): never wait for, or cancel, the
         # caller itself — it cannot finish before this returns.
-        self._tasks.discard(asyncio.current_task())
+        caller = asyncio.current_task()
+        for key in [key for key, task in self._tasks.items() if task is caller]:
+            del self._tasks[key]
         for task in self._background:
             task.cancel()
         for task in self._background:
@@ -807,14 +809,15 @@ class Scheduler(RunEngine):
                     run._job._name or run._job._key,
                     run._tick.isoformat(),
                 )
-            pending = list(self._tasks)
+            pending = list(self._tasks.values())
             self._logger.warning("shutdown: cancelling %d runs after stop_timeout", len(pending))
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
             # A run cancelled before its first step never reached the code that takes
             # it out of the set.
-            self._tasks.difference_update(pending)
+            for key in [key for key, task in self._tasks.items() if task.done()]:
+                del self._tasks[key]
         self._heap.clear()
         self._stale = 0
         self._loop = None
