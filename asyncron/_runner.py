@@ -14,7 +14,6 @@ from collections import deque
 from collections.abc import Callable, Coroutine
 from datetime import datetime, timedelta
 from heapq import heapify, heappop, heappush
-from itertools import count
 from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
@@ -92,8 +91,13 @@ class RunEngine:
     _concurrency_mode: Literal["wait", "skip"]
 
     def _init_engine(self) -> None:
-        self._heap: list[tuple[float, int, Job, int]] = []
-        self._seq = count()
+        # The timer's queue: a heap of the distinct instants jobs are due at, and per
+        # instant the jobs armed for it, as a flat [job, version, job, version, ...] in
+        # arming order. Jobs share instants (every minute, at :00): one heap entry per
+        # instant and no tuple per arming make both arming and dispatch cheaper.
+        self._heap: list[float] = []
+        self._due: dict[float, list[Any]] = {}
+        self._entries = 0  # (job, version) pairs in _due, stale ones included
         self._stale = 0
         self._global_active = 0
         self._global_waiting: deque[_Entry] = deque()
@@ -176,16 +180,60 @@ class RunEngine:
         if tick is None or self._loop is None:
             return
         ts = tick.timestamp()
-        heappush(self._heap, (ts, next(self._seq), job, job._version))
-        if ts < self._sleep_ts and self._sleep_scope is not None and not self._dispatching:
-            self._poke()
-        if self._stale > 1024 and self._stale > len(self._heap) // 2:
+        bucket = self._due.get(ts)
+        if bucket is None:
+            self._due[ts] = [job, job._version]
+            heappush(self._heap, ts)
+            if ts < self._sleep_ts and self._sleep_scope is not None and not self._dispatching:
+                self._poke()
+        else:
+            bucket.append(job)
+            bucket.append(job._version)
+        self._entries += 1
+        if self._stale > 1024 and self._stale > self._entries // 2:
             self._compact()
 
     def _compact(self) -> None:
-        self._heap = [e for e in self._heap if e[3] == e[2]._version and not e[2]._removed]
+        """Drop the stale entries (re-armed or removed jobs) from the timer's queue."""
+        due: dict[float, list[Any]] = {}
+        for ts, bucket in self._due.items():
+            live: list[Any] = []
+            pairs = iter(bucket)
+            for job, version in zip(pairs, pairs, strict=True):
+                if version == job._version and not job._removed:
+                    live.append(job)
+                    live.append(version)
+            if live:
+                due[ts] = live
+        # In place: a dispatch in progress holds these two.
+        self._due.clear()
+        self._due.update(due)
+        self._heap[:] = due
         heapify(self._heap)
+        self._entries = sum(len(bucket) for bucket in due.values()) // 2
         self._stale = 0
+
+    def _clear_queue(self) -> None:
+        self._heap.clear()
+        self._due.clear()
+        self._entries = self._stale = 0
+
+    def _drop_stale_head(self) -> None:
+        """Pop the earliest instants whose jobs were all re-armed or removed, so the
+        timer does not wake for them (it stops at the first live entry it meets)."""
+        heap, due = self._heap, self._due
+        while heap:
+            ts = heap[0]
+            bucket = due[ts]
+            for i in range(0, len(bucket), 2):
+                job = bucket[i]
+                if bucket[i + 1] == job._version and not job._removed:
+                    return
+            heappop(heap)
+            del due[ts]
+            n = len(bucket) // 2
+            self._entries -= n
+            self._stale = max(0, self._stale - n)
 
     def _poke(self) -> None:
         """Wake the timer so it looks at the heap again."""
@@ -199,23 +247,21 @@ class RunEngine:
 
     # --- the timer ------------------------------------------------------------
     async def _timer_loop(self) -> None:
-        clock, heap = self._clock, self._heap
+        clock = self._clock
         while True:
+            self._drop_stale_head()
             heap = self._heap
-            while heap and heap[0][3] != heap[0][2]._version:
-                heappop(heap)
-                self._stale = max(0, self._stale - 1)
             now = clock.now()
             now_ts = now.timestamp()
-            if heap and heap[0][0] <= now_ts:
+            if heap and heap[0] <= now_ts:
                 self._dispatch_due(now, now_ts)
                 continue
-            delay: float | None = heap[0][0] - now_ts if heap else None
+            delay: float | None = heap[0] - now_ts if heap else None
             if self._recheck is not None:
                 delay = self._recheck if delay is None else min(delay, self._recheck)
             with anyio.CancelScope() as scope:
                 self._sleep_scope = scope
-                self._sleep_ts = heap[0][0] if heap else math.inf
+                self._sleep_ts = heap[0] if heap else math.inf
                 try:
                     if delay is None:
                         await anyio.sleep_forever()
@@ -226,21 +272,24 @@ class RunEngine:
                     self._sleep_ts = math.inf
 
     def _dispatch_due(self, now: datetime, now_ts: float) -> None:
-        heap = self._heap
+        heap, due = self._heap, self._due
         self._batch = {}
         self._dispatching = True
         try:
-            while heap and heap[0][0] <= now_ts:
-                _, _, job, version = heappop(heap)
-                if version != job._version or job._removed:
-                    self._stale = max(0, self._stale - 1)
-                    continue
-                try:
-                    self._fire(job, now)
-                except Exception:
-                    # One job's failure (a schedule bug, a raising hook) must not stop
-                    # dispatch for every other job.
-                    self._logger.exception("dispatching %s failed", job._name or job._key)
+            while heap and heap[0] <= now_ts:
+                bucket = due.pop(heappop(heap))
+                self._entries -= len(bucket) // 2
+                pairs = iter(bucket)
+                for job, version in zip(pairs, pairs, strict=True):
+                    if version != job._version or job._removed:
+                        self._stale = max(0, self._stale - 1)
+                        continue
+                    try:
+                        self._fire(job, now)
+                    except Exception:
+                        # One job's failure (a schedule bug, a raising hook) must not
+                        # stop dispatch for every other job.
+                        self._logger.exception("dispatching %s failed", job._name or job._key)
         finally:
             self._dispatching = False
             batch, self._batch = self._batch, None

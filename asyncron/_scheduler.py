@@ -678,8 +678,7 @@ class Scheduler(RunEngine):
         self._events.start()
         self._state = SchedulerState.RUNNING
         now = self._clock.now()
-        self._heap.clear()
-        self._stale = 0
+        self._clear_queue()
         for job in list(self._jobs):
             job._next_tick = None  # not on the (cleared) heap: nothing stale to count
             # _version stays 0 until a job's first activation: jobs added while stopped
@@ -818,8 +817,7 @@ class Scheduler(RunEngine):
             # it out of the set.
             for key in [key for key, task in self._tasks.items() if task.done()]:
                 del self._tasks[key]
-        self._heap.clear()
-        self._stale = 0
+        self._clear_queue()
         self._loop = None
         if self._events.wants(SchedulerStopped):
             self._events.emit(SchedulerStopped(timestamp=clock.now()))

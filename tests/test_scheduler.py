@@ -1009,6 +1009,32 @@ class TestRegistryEvents:
 
 
 class TestScale:
+    async def test_the_timer_does_not_wake_for_removed_or_rearmed_jobs(
+        self, clock: VirtualClock, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """An instant whose jobs were all removed or moved is dropped, not woken for."""
+        wakes: list[datetime] = []
+        original = RunEngine._dispatch_due
+
+        def counting(self: RunEngine, now: datetime, now_ts: float) -> None:
+            wakes.append(now)
+            original(self, now, now_ts)
+
+        monkeypatch.setattr(RunEngine, "_dispatch_due", counting)
+        scheduler = Scheduler(clock=clock)
+        removed = scheduler.add_job(noop, once(T0 + timedelta(minutes=1)))
+        moved = scheduler.add_job(noop, once(T0 + timedelta(minutes=1)))
+        kept = scheduler.add_job(noop, once(T0 + timedelta(minutes=10)))
+        async with scheduler:
+            scheduler.remove_job(removed)
+            scheduler.update_job(moved, once(T0 + timedelta(minutes=10)))
+            await clock.advance(minutes=5)
+            assert wakes == []
+            await clock.advance(minutes=5)
+            assert wakes == [T0 + timedelta(minutes=10)]
+            assert moved.run_count == 1
+            assert kept.run_count == 1
+
     async def test_steady_ticking_never_compacts_the_heap(
         self, clock: VirtualClock, monkeypatch: pytest.MonkeyPatch
     ) -> None:
@@ -1018,7 +1044,7 @@ class TestScale:
         original = RunEngine._compact
 
         def counting(self: RunEngine) -> None:
-            compactions.append(len(self._heap))
+            compactions.append(self._entries)
             original(self)
 
         monkeypatch.setattr(RunEngine, "_compact", counting)
@@ -1033,7 +1059,7 @@ class TestScale:
                 scheduler.remove_job(job)
             await clock.advance(seconds=1)  # the next re-arm finds most entries stale
             assert compactions
-            assert len(scheduler._heap) == 1_000
+            assert scheduler._entries == 1_000
 
     async def test_ten_thousand_jobs_added_listed_removed_by_tag(self, clock: VirtualClock) -> None:
         """10,000 jobs are added, listed and removed by tag quickly."""
