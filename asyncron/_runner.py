@@ -320,7 +320,8 @@ class RunEngine:
                 self._submit(job, t, _SCHEDULED, None)
         if nxt is None and not opts.from_completion:
             # Ticks still queued are within bounds and must run: _release retires it then.
-            if not job._waiting and not any(e[0] is job for e in self._global_waiting):
+            queued = self._global_waiting
+            if not job._waiting and not (queued and any(e[0] is job for e in queued)):
                 self._retire_exhausted(job)
 
     def _catch_up_ticks(
