@@ -882,8 +882,12 @@ class RunEngine:
 
     async def _unlock(self, job: Job, lock: Lock) -> None:
         try:
-            with anyio.CancelScope(shield=True):
-                await lock.unlock()
+            if getattr(lock, "unlock_survives_cancel", False):
+                await lock.unlock()  # the backend's own guarantee: no shield needed
+            else:
+                # Another backend's lock: its release goes on if shutdown cancels the run
+                # meanwhile (asyncio.shield, as shutdown cancels run tasks natively).
+                await asyncio.shield(lock.unlock())
         except Exception as exc:
             self._logger.warning("unlock failed for %s: %r", job._key, exc)
 

@@ -5,6 +5,7 @@ in-process locker and elector — all on the virtual clock."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import random
@@ -48,6 +49,7 @@ from asyncron import _events as events_module
 from asyncron._runner import RunEngine
 from asyncron._time import to_us
 from asyncron.distributed import MemoryElector, MemoryLocker
+from asyncron.distributed.memory import MemoryLock
 from asyncron.testing import VirtualClock
 from tests._virtual import T0, Factory, Recorder, at, pause, shut_down
 
@@ -1119,6 +1121,34 @@ class CountingLocker(MemoryLocker):
 
 
 class TestLocker:
+    async def test_a_foreign_locks_unlock_is_shielded_from_cancellation(self) -> None:
+        """The scheduler shields unlock() of a lock that does not say it survives a
+        cancel (the built-in backends' locks do, and are awaited as they are)."""
+        gate, released = asyncio.Event(), asyncio.Event()
+
+        class ForeignLock:
+            fencing_token = 1
+
+            def on_lost(self, callback: Callable[[BaseException], None]) -> None:
+                pass
+
+            async def unlock(self) -> None:
+                await gate.wait()
+                released.set()
+
+        scheduler = Scheduler()
+        job = scheduler.add_job(noop, every(minutes=1))
+        unlocking = asyncio.create_task(scheduler._unlock(job, ForeignLock()))
+        await asyncio.sleep(0)
+        unlocking.cancel()  # shutdown cancelling the run while it unlocks
+        await asyncio.sleep(0)
+        gate.set()
+        with contextlib.suppress(asyncio.CancelledError):
+            await unlocking
+        await asyncio.wait_for(released.wait(), 5)  # the release went on regardless
+        assert not getattr(ForeignLock, "unlock_survives_cancel", False)
+        assert MemoryLock.unlock_survives_cancel
+
     async def test_fencing_token_is_the_locks_token(
         self, start: Factory, clock: VirtualClock
     ) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Iterable
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, ClassVar, Self, TypeVar
 
 from .protocols import Leadership
 
@@ -132,6 +132,11 @@ class HeldLock:
     to call once if it is lost, and whether it was released."""
 
     __slots__ = ("_callbacks", "_fencing_token", "_key", "_lost", "_released")
+
+    #: unlock() completes the release even if the task awaiting it is cancelled (the
+    #: memory backend releases at once, Redis queues the release before awaiting it,
+    #: PostgreSQL shields it), so the scheduler need not shield the call itself.
+    unlock_survives_cancel: ClassVar[bool] = True
 
     def __init__(self, key: str, fencing_token: int) -> None:
         self._key = key
