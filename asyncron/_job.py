@@ -90,12 +90,12 @@ class JobOptions:
     on_lock_lost: Literal["cancel", "continue"] = "cancel"
     #: Derived: nothing wraps a run's call (no jitter, timeout, before_run, listeners,
     #: limit_runs or misfire_grace), so the runner may take its short path.
-    bare: bool = field(default=False, init=False, compare=False, repr=False)
+    _bare: bool = field(default=False, init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(
             self,
-            "bare",
+            "_bare",
             self.jitter is None
             and self.timeout is None
             and self.before_run is None
@@ -431,7 +431,7 @@ class Job:
         recomputed whenever its options or coordination change."""
         info = self._info
         self._bare = (
-            self._opts.bare and info.is_async and info.ctx_param is None and not self._coordinated
+            self._opts._bare and info.is_async and info.ctx_param is None and not self._coordinated
         )
 
     # --- readable properties
