@@ -76,6 +76,11 @@ class _Backoff:
 _Entry = tuple["Job", datetime, RunKind, "asyncio.Future[RunOutcome] | None"]
 
 
+def _resolve_none(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
 class RunEngine:
     """Timer, dispatch and run pipeline. Attributes are set by the Scheduler."""
 
@@ -108,6 +113,7 @@ class RunEngine:
         self._elector_runs: set[_Run] = set()
         self._thread_runs: set[_Run] = set()
         self._sleep_scope: anyio.CancelScope | None = None
+        self._sleep_future: asyncio.Future[None] | None = None
         self._sleep_ts = math.inf
         self._batch: dict[Any, list[_Entry]] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -184,7 +190,7 @@ class RunEngine:
         if bucket is None:
             self._due[ts] = [job, job._version]
             heappush(self._heap, ts)
-            if ts < self._sleep_ts and self._sleep_scope is not None and not self._dispatching:
+            if ts < self._sleep_ts and not self._dispatching:
                 self._poke()
         else:
             bucket.append(job)
@@ -236,14 +242,18 @@ class RunEngine:
             self._stale = max(0, self._stale - n)
 
     def _poke(self) -> None:
-        """Wake the timer so it looks at the heap again."""
-        scope = self._sleep_scope
-        if scope is None:
+        """Wake the timer so it looks at the heap again (a no-op unless it sleeps)."""
+        wake: Callable[[], Any] | None = None
+        if self._sleep_future is not None:
+            wake = functools.partial(_resolve_none, self._sleep_future)
+        elif self._sleep_scope is not None:
+            wake = self._sleep_scope.cancel
+        if wake is None:
             return
         if self._loop_thread == threading.get_ident():
-            scope.cancel()
+            wake()
         elif self._loop is not None:
-            self._loop.call_soon_threadsafe(scope.cancel)
+            self._loop.call_soon_threadsafe(wake)
 
     # --- the timer ------------------------------------------------------------
     async def _timer_loop(self) -> None:
@@ -259,6 +269,10 @@ class RunEngine:
             delay: float | None = heap[0] - now_ts if heap else None
             if self._recheck is not None:
                 delay = self._recheck if delay is None else min(delay, self._recheck)
+            if self._system_clock and delay is not None:
+                self._sleep_ts = heap[0] if heap else math.inf
+                await self._sleep_on_loop(delay)
+                continue
             with anyio.CancelScope() as scope:
                 self._sleep_scope = scope
                 self._sleep_ts = heap[0] if heap else math.inf
@@ -270,6 +284,20 @@ class RunEngine:
                 finally:
                     self._sleep_scope = None
                     self._sleep_ts = math.inf
+
+    async def _sleep_on_loop(self, delay: float) -> None:
+        """The timer's sleep on the system clock: a future that the loop's timer or a
+        poke resolves. It wakes once a second at least (the wall-clock re-check), so
+        it costs no cancel scope and raises no exception per wake-up."""
+        assert self._loop is not None
+        future = self._sleep_future = self._loop.create_future()
+        handle = self._loop.call_later(delay, _resolve_none, future)
+        try:
+            await future
+        finally:
+            handle.cancel()
+            self._sleep_future = None
+            self._sleep_ts = math.inf
 
     def _dispatch_due(self, now: datetime, now_ts: float) -> None:
         heap, due = self._heap, self._due

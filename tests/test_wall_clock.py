@@ -16,7 +16,16 @@ from typing import Any
 import pytest
 import time_machine
 
-from asyncron import Clock, ConfigurationError, JobMissed, MissReason, RunContext, Scheduler, every
+from asyncron import (
+    Clock,
+    ConfigurationError,
+    JobMissed,
+    MissReason,
+    RunContext,
+    Scheduler,
+    every,
+    once,
+)
 from asyncron.testing import VirtualClock
 
 MINUTE = timedelta(minutes=1)
@@ -41,7 +50,7 @@ class Runs:
 async def timer_asleep(scheduler: Scheduler) -> None:
     """Yield until the scheduler's timer is waiting, so a step happens mid-sleep."""
     for _ in range(1000):
-        if scheduler._sleep_scope is not None:
+        if scheduler._sleep_scope is not None or scheduler._sleep_future is not None:
             return
         await asyncio.sleep(0)
     raise AssertionError("the timer never went to sleep")
@@ -116,6 +125,29 @@ class TestSystemClockSteps:
         assert runs.ticks == [T0 + MINUTE]
         assert runs.walls[0] >= T0 + MINUTE
         assert missed == []
+
+
+class TestSystemClockWakeUps:
+    @pytest.mark.parametrize("from_thread", [False, True], ids=["loop", "thread"])
+    async def test_an_earlier_tick_wakes_the_sleeping_timer(self, from_thread: bool) -> None:
+        """A job added while the timer sleeps (on the loop or from a worker thread) wakes
+        it for its earlier tick: it runs long before the timer's next planned wake."""
+        scheduler = Scheduler()
+        ran = asyncio.Event()
+
+        async def job() -> None:
+            ran.set()
+
+        async with scheduler:
+            scheduler._recheck = 60.0  # so only the poke can wake the timer in time
+            scheduler.add_job(job, once(datetime.now(UTC) + timedelta(hours=1)))
+            await timer_asleep(scheduler)
+            due = datetime.now(UTC) + timedelta(milliseconds=50)
+            if from_thread:
+                await asyncio.to_thread(scheduler.add_job, job, once(due))
+            else:
+                scheduler.add_job(job, once(due))
+            await asyncio.wait_for(ran.wait(), 30)  # unwoken, the timer would sleep 60 s
 
 
 class TestVirtualClockSteps:

@@ -45,7 +45,13 @@ class Lock(Protocol):
         ...
 
     async def unlock(self) -> None:
-        """Release the lock; idempotent, and never raises because the lock was lost."""
+        """Release the lock; idempotent, and never raises because the lock was lost.
+
+        Shutdown may cancel the run awaiting it, so the scheduler shields the call
+        (``asyncio.shield``) unless the lock's class sets ``unlock_survives_cancel =
+        True``: a promise that the release completes even if the awaiting task is
+        cancelled (the built-in backends' locks keep it).
+        """
         ...
 
 
