@@ -76,6 +76,13 @@ class _Backoff:
 _Entry = tuple["Job", datetime, RunKind, "asyncio.Future[RunOutcome] | None"]
 
 
+def _cancelled_from_outside() -> bool:
+    """Whether the CancelledError being handled was aimed at this task (shutdown
+    cancelling a run), not at something the job awaited."""
+    current = asyncio.current_task()
+    return current is None or current.cancelling() > 0
+
+
 def _resolve_none(future: asyncio.Future[None]) -> None:
     if not future.done():
         future.set_result(None)
@@ -534,11 +541,10 @@ class RunEngine:
         """A run ended (or was refused after admission): free its slots, admit waiters."""
         job._active -= 1
         self._global_active -= 1
-        self._after_release(job)
-
-    def _after_release(self, job: Job) -> None:
-        """Admit the runs that waited for the slots just freed; retire a job whose
-        schedule ended meanwhile."""
+        if not (
+            self._global_waiting or job._waiting or (job._next_tick is None and not job._removed)
+        ):
+            return  # nothing waits and the job goes on: the common case, kept short
         if self._global_waiting and (
             self._max_concurrent is None or self._global_active < self._max_concurrent
         ):
@@ -660,8 +666,7 @@ class RunEngine:
             kwargs = job._kwargs
             await (job._func(*job._args, **kwargs) if kwargs else job._func(*job._args))
         except asyncio.CancelledError as exc:
-            current = asyncio.current_task()
-            if current is None or current.cancelling():
+            if _cancelled_from_outside():
                 raise  # shutdown cancels this run
             self._log_failure(job, tick, exc)  # the job's own: a failure
         except Exception as exc:
@@ -673,14 +678,7 @@ class RunEngine:
             tasks.pop(ctx, None)
             if not tasks and self._idle is not None:
                 self._idle.set()
-            job._active -= 1
-            self._global_active -= 1
-            if (
-                self._global_waiting
-                or job._waiting
-                or (job._next_tick is None and not job._removed)
-            ):
-                self._after_release(job)  # else it would find nothing to do
+            self._release(job)
             if job._opts.from_completion and not job._removed:
                 self._reschedule_from_completion(job)
 
@@ -1008,8 +1006,7 @@ class RunEngine:
                 if run._cause is not None:
                     error = run._cause
         except asyncio.CancelledError as exc:
-            current = asyncio.current_task()
-            if current is None or current.cancelling():
+            if _cancelled_from_outside():
                 raise  # shutdown cancels this run
             error = exc  # the job's own (an awaited future was cancelled): a failure
         except Exception as exc:
@@ -1145,5 +1142,3 @@ class RunEngine:
     def _cancel_leader_runs(self, exc: BaseException | None) -> None:
         for run in list(self._elector_runs):
             self._lost(run, exc)
-
-    # --- removal hook for JobRemoved events --------------------------------------------

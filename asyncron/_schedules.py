@@ -1145,13 +1145,12 @@ class OnceSchedule(Schedule):
     ) -> datetime | None:
         """The first of ``at`` strictly after ``after``, or None (always None for "now")."""
         _require_aware("after", after)
-        instants = self._instants
-        i = bisect_right(instants, after)
-        return instants[i] if i < len(instants) else None
+        return self._following(after, start_at, rng)
 
     def _following(
         self, tick: datetime, start_at: datetime | None, rng: random.Random | None
     ) -> datetime | None:
+        # The first instant after ``tick`` (next_fire's answer, without the aware check).
         instants = _as_instants(self.at)
         i = bisect_right(instants, tick)
         return instants[i] if i < len(instants) else None
