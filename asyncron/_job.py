@@ -366,6 +366,7 @@ class Job:
         "_active",
         "_args",
         "_bare",
+        "_bare_locked",
         "_coordinated",
         "_func",
         "_id",
@@ -423,16 +424,16 @@ class Job:
         self._run_count = 0
         self._limit_count = 0
         self._last_run: datetime | None = None
-        self._bare = False
+        self._bare = self._bare_locked = False
         self._refresh_bare()
 
     def _refresh_bare(self) -> None:
         """Whether a run of this job is just an awaited call (the runner's short path);
         recomputed whenever its options or coordination change."""
         info = self._info
-        self._bare = (
-            self._opts._bare and info.is_async and info.ctx_param is None and not self._coordinated
-        )
+        # _bare_locked: the same, but for a lock taken in a batch (see _run_locked).
+        self._bare_locked = self._opts._bare and info.is_async and info.ctx_param is None
+        self._bare = self._bare_locked and not self._coordinated
 
     # --- readable properties
     @property

@@ -854,6 +854,86 @@ class TestShortPath:
         assert job.run_count == 2
 
 
+class TestLockedShortPath:
+    """A run whose lock came from a batch and that is otherwise bare takes the runner's
+    short locked path (``RunEngine._run_locked``): one frame, the lock released in the
+    background, the run's slot freed once the release is done. It must behave as the
+    full path."""
+
+    @pytest.mark.parametrize("listened", [False, True], ids=["short", "full"])
+    async def test_both_paths_give_the_same_runs(
+        self,
+        listened: bool,
+        clock: VirtualClock,
+        caplog: pytest.LogCaptureFixture,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        """Ticks, fencing tokens, current_run(), failures, locks freed after each run,
+        and a lost lock cancelling its run, on either path."""
+        short_runs: list[str] = []
+        original = RunEngine._run_locked
+
+        async def counting(self: RunEngine, job: Any, *args: Any) -> Any:
+            short_runs.append(job.name)
+            return await original(self, job, *args)
+
+        monkeypatch.setattr(RunEngine, "_run_locked", counting)
+        locker = MemoryLocker()
+        scheduler = Scheduler(clock=clock, locker=locker)
+        if listened:
+            scheduler.subscribe(Recorder(), JobStarted)
+        seen: list[tuple[str, datetime, int | None]] = []
+        cancelled: list[datetime] = []
+
+        async def noting(label: str) -> None:
+            ctx = current_run()
+            assert ctx is not None and ctx.cancel_scope is not None
+            seen.append((label, ctx.tick, ctx.fencing_token))
+
+        async def broken() -> None:
+            raise RuntimeError("boom")
+
+        async def slow() -> None:  # until its lock is lost once
+            if cancelled:
+                return
+            try:
+                await pause(clock, 30)
+            except asyncio.CancelledError:
+                cancelled.append(clock.now())
+                raise
+
+        regular = scheduler.add_job(noting, every(minutes=1), name="regular", args=("r",))
+        failing = scheduler.add_job(broken, every(minutes=1), name="failing")
+        chained = scheduler.add_job(slow, every(minutes=1), name="chained")
+        with caplog.at_level(logging.INFO, logger="asyncron"):
+            async with scheduler:
+                await clock.advance(minutes=1, seconds=10)
+                assert set(locker.holders) == {"chained"}  # the others released theirs
+                assert chained.run_count == 1
+                locker.lose("chained")  # the run is cancelled, its failure logged
+                await clock.advance(seconds=1)
+                assert cancelled == [at(1, 10)]
+                assert dict(locker.holders) == {}
+                await clock.advance(minutes=1, seconds=49)  # to 3:00, the 2:00 run ended
+        assert [(label, tick) for label, tick, _ in seen] == [
+            ("r", at(1)),
+            ("r", at(2)),
+            ("r", at(3)),
+        ]
+        tokens = [token for _, _, token in seen]
+        assert None not in tokens and tokens == sorted(tokens)
+        assert (regular.run_count, regular.last_run) == (3, at(3))
+        assert (failing.run_count, failing.last_run) == (3, at(3))
+        assert (chained.run_count, chained.last_run) == (3, at(3))
+        failures = [r.getMessage() for r in caplog.records if "failed" in r.getMessage()]
+        assert sum("boom" in m for m in failures) == 3
+        assert sum("chained" in m and "LockLostError" in m for m in failures) == 1
+        if listened:
+            assert short_runs == []
+        else:
+            assert sorted(set(short_runs)) == ["chained", "failing", "regular"]
+
+
 # --- run_now ----------------------------------------------------------------------
 
 

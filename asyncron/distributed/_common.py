@@ -138,6 +138,12 @@ class HeldLock:
     #: PostgreSQL shields it), so the scheduler need not shield the call itself.
     unlock_survives_cancel: ClassVar[bool] = True
 
+    # A backend may also define ``_release_then(done, arg)``: release the lock without
+    # being awaited and call ``done(arg)`` in the loop once the release is done (or has
+    # failed, the TTL then frees it). The scheduler's short path for runs locked in a
+    # batch uses it; a lock without it (PostgreSQL, which records the run's outcome
+    # first) takes the full path.
+
     def __init__(self, key: str, fencing_token: int) -> None:
         self._key = key
         self._fencing_token = fencing_token

@@ -11,7 +11,7 @@ lost locks (:meth:`MemoryLocker.lose`) and changes of leader
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime
 from types import MappingProxyType
 from typing import TYPE_CHECKING, TypeVar
@@ -39,6 +39,12 @@ class MemoryLock(HeldLock):
         """Release the lock; idempotent, a no-op once lost or released."""
         if self._mark_released():
             self._locker._release(self)
+
+    def _release_then(self, done: Callable[[_T], object], arg: _T) -> None:
+        """Release the lock, then call ``done(arg)`` (see HeldLock: here at once)."""
+        if self._mark_released():
+            self._locker._release(self)
+        done(arg)
 
 
 class _ClaimView(Mapping[str, datetime]):

@@ -23,9 +23,9 @@ import contextlib
 import hashlib
 import logging
 import secrets
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from .._clock import Clock, SystemClock
 from .._time import as_duration, from_us, to_us
@@ -51,31 +51,47 @@ _POOL_SIZE = 32
 
 logger = logging.getLogger("asyncron")
 
-# Each script is written against K (keys) and A (arguments): run alone it reads KEYS and
-# ARGV; _many() wraps it in a loop over the key and argument groups of many calls, so a
-# batch (the locks of runs due together, their releases, renewals) is one command: on a
-# thousand runs per tick the client's per-command cost, not Redis, was the bottleneck.
+# The other scripts are written against K (keys) and A (arguments): run alone one reads
+# KEYS and ARGV; _many() wraps it in a loop over the key and argument groups of many
+# calls, so a batch (releases, renewals of runs that end or live together) is one
+# command: on a thousand runs per tick the client's per-command cost was the bottleneck.
 
-# K: claim, lock, fence. A: tick µs ('' = no claim), owner, ttl ms.
-# Returns {1, token} (locked), {0, last tick} (TickClaimed) or {2, pttl} (LockHeld).
+# Locks many runs in one command (lock() is the batch of one). KEYS: each request's key
+# base '<prefix>:{<job key>}'; its claim, lock and fence keys are the base plus
+# ':claim', the lock suffix and ':fence' (one hash tag, so one cluster slot). ARGV:
+# ttl ms, the lock suffix (':lock', or ':lock:<run key>'), then per request its tick µs
+# ('' = no claim) and owner. Two reply items per request (a flat list: no list per
+# request for the client to build): 1, token (locked); 0, last tick (TickClaimed); or
+# 2, pttl (LockHeld). A flat loop with ttl and suffix once and one
+# MGET per request: each redis.call costs Redis ~1 µs, and a thousand runs lock per tick.
 # A lock already holding this request's owner means the script ran before and only
 # the reply was lost (a client retry): answer as then, so a re-run is harmless.
 # Lua compares ticks as doubles, exact for integer µs up to 2^53 (the year 2255).
-_LOCK_BODY = """
-local held = redis.call('GET', K[2])
-if held then
-  local token = string.match(held, '^' .. A[2] .. ':(%d+)$')
-  if token then return {1, tonumber(token)} end
+_LOCK = """
+local ttl, suffix = ARGV[1], ARGV[2]
+local out = {}
+for i = 1, #KEYS do
+  local base, tick, owner = KEYS[i], ARGV[2 * i + 1], ARGV[2 * i + 2]
+  local lock = base .. suffix
+  local got = redis.call('MGET', lock, base .. ':claim')
+  local held, last = got[1], got[2]
+  local token = held and string.match(held, '^' .. owner .. ':(%d+)$')
+  if token then
+    out[2 * i - 1], out[2 * i] = 1, tonumber(token)
+  elseif tick ~= '' and last and tonumber(last) >= tonumber(tick) then
+    out[2 * i - 1], out[2 * i] = 0, last
+  else
+    if tick ~= '' then redis.call('SET', base .. ':claim', tick) end
+    if held then
+      out[2 * i - 1], out[2 * i] = 2, redis.call('PTTL', lock)
+    else
+      token = redis.call('INCR', base .. ':fence')
+      redis.call('SET', lock, owner .. ':' .. token, 'PX', ttl)
+      out[2 * i - 1], out[2 * i] = 1, token
+    end
+  end
 end
-if A[1] ~= '' then
-  local last = redis.call('GET', K[1])
-  if last and tonumber(last) >= tonumber(A[1]) then return {0, last} end
-  redis.call('SET', K[1], A[1])
-end
-if held then return {2, redis.call('PTTL', K[2])} end
-local token = redis.call('INCR', K[3])
-redis.call('SET', K[2], A[2] .. ':' .. token, 'NX', 'PX', A[3])
-return {1, token}
+return out
 """
 # K: claim, fence. A: tick µs. Returns {1, token} or {0, last tick}.
 _CLAIM_BODY = """
@@ -129,12 +145,11 @@ def _many(body: str) -> str:
     )
 
 
-_LOCK, _CLAIM, _ACQUIRE, _RENEW, _RELEASE = (
-    _single(body) for body in (_LOCK_BODY, _CLAIM_BODY, _ACQUIRE_BODY, _RENEW_BODY, _RELEASE_BODY)
+_CLAIM, _ACQUIRE, _RENEW, _RELEASE = (
+    _single(body) for body in (_CLAIM_BODY, _ACQUIRE_BODY, _RENEW_BODY, _RELEASE_BODY)
 )
 #: Single script -> its many-calls form (for the scripts run in batches).
 _MANY = {
-    _LOCK: _many(_LOCK_BODY),
     _RENEW: _many(_RENEW_BODY),
     _RELEASE: _many(_RELEASE_BODY),
 }
@@ -145,6 +160,14 @@ _SHA = {
 #: Calls per command of a many-calls script: Redis runs a script without interleaving
 #: other clients, so a huge batch is cut to keep each pause short.
 _MANY_CHUNK = 500
+
+_T = TypeVar("_T")
+
+
+def _resolve_none(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
 
 # Errors after which a command may or may not have run on the server.
 _AMBIGUOUS = (redis_errors.ConnectionError, redis_errors.TimeoutError)
@@ -336,23 +359,32 @@ class _RedisBackend(CountedEntries):
             return await client.evalsha(_SHA[source], len(keys), *keys, *args)
 
     async def _eval_many(
-        self, source: str, calls: Sequence[tuple[Sequence[str], Sequence[Any]]]
+        self, source: str, keys: Sequence[str], *arg_lists: Sequence[Any]
     ) -> list[Any]:
-        """Run one script for many key sets: its many-calls form, one command per
-        _MANY_CHUNK calls, all in one pipeline (one round trip)."""
-        many = _MANY[source]
-        chunks = [calls[i : i + _MANY_CHUNK] for i in range(0, len(calls), _MANY_CHUNK)]
+        """Run one script for many calls, call i with ``keys[i]`` and the i-th item of
+        each of ``arg_lists``: its many-calls form, one command per _MANY_CHUNK calls,
+        all in one pipeline (one round trip). Flat lists: no objects per call."""
+        # ARGV of the many-calls form: keys per call (1), args per call, then the args
+        # of each call in turn.
+        flat = [a for group in zip(*arg_lists, strict=True) for a in group]
+        na, step = len(arg_lists), _MANY_CHUNK
+        commands = [
+            (keys[i : i + step], [1, na, *flat[i * na : (i + step) * na]])
+            for i in range(0, len(keys), step)
+        ]
+        return await self._eval_chunks(_MANY[source], commands)
+
+    async def _eval_chunks(
+        self, source: str, commands: Sequence[tuple[Sequence[str], Sequence[Any]]]
+    ) -> list[Any]:
+        """Run ``source`` once per (keys, args) in one pipeline; the concatenated replies."""
         for attempt in range(2):
             pipe = self.client.pipeline(transaction=False)
-            for chunk in chunks:
-                keys = [k for call_keys, _ in chunk for k in call_keys]
-                args = [a for _, call_args in chunk for a in call_args]
-                pipe.evalsha(
-                    _SHA[many], len(keys), *keys, len(chunk[0][0]), len(chunk[0][1]), *args
-                )
+            for keys, args in commands:
+                pipe.evalsha(_SHA[source], len(keys), *keys, *args)
             replies = await pipe.execute(raise_on_error=False)
             if attempt == 0 and any(isinstance(r, redis_errors.NoScriptError) for r in replies):
-                await self.client.script_load(many)  # after a restart or SCRIPT FLUSH
+                await self.client.script_load(source)  # after a restart or SCRIPT FLUSH
                 continue
             results: list[Any] = []
             for reply in replies:
@@ -362,12 +394,14 @@ class _RedisBackend(CountedEntries):
             return results
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _job_keys(self, key: str, run_key: str | None = None) -> tuple[str, str, str]:
-        base = f"{self._prefix}:{{{key}}}"
-        # A run lock on another key than the job's (one per tick when max_instances > 1)
-        # keeps the job's hash tag, so the script's keys stay in one cluster slot.
-        lock = f"{base}:lock" if run_key is None or run_key == key else f"{base}:lock:{run_key}"
-        return f"{base}:claim", lock, f"{base}:fence"
+    def _base(self, key: str) -> str:
+        """The part every Redis key of job ``key`` starts with (its hash tag)."""
+        return f"{self._prefix}:{{{key}}}"
+
+    def _job_keys(self, key: str) -> tuple[str, str]:
+        """The claim and fence keys of job ``key``."""
+        base = self._base(key)
+        return f"{base}:claim", f"{base}:fence"
 
     async def _claimed(self, keys: Sequence[str]) -> dict[str, datetime]:
         if not keys:
@@ -400,6 +434,14 @@ class RedisLock(HeldLock):
         """
         if self._mark_released():
             await self._locker._release(self)
+
+    def _release_then(self, done: Callable[[_T], object], arg: _T) -> None:
+        """Queue the release with the others of this loop iteration and call
+        ``done(arg)`` once it is done (see HeldLock)."""
+        if self._mark_released():
+            self._locker._release_later(self, done, arg)
+        else:
+            done(arg)
 
     def _expire(self) -> None:
         self._lose(LockLostError(f"the run lock on {self._key!r} was not renewed in time"))
@@ -436,7 +478,7 @@ class RedisLocker(_RedisBackend):
         super().__init__(url_or_client, prefix=prefix, ttl=ttl, margin=margin, clock=clock)
         self._held: dict[RedisLock, None] = {}
         # Releases asked for in one loop iteration go out as one pipeline.
-        self._releasing: list[tuple[RedisLock, asyncio.Future[None]]] = []
+        self._releasing: list[tuple[RedisLock, Callable[[Any], object], Any]] = []
         self._flushes: set[asyncio.Task[None]] = set()
         self._watch = _DeadlineWatch(self._clock)
         self._renew_wake = asyncio.Event()
@@ -457,7 +499,7 @@ class RedisLocker(_RedisBackend):
         :raises LockHeld: another run holds the lock; the claim just made is kept
         :raises redis.exceptions.RedisError: Redis failed; nothing is known to be held
         """
-        result = (await self._lock_batch([(key, tick)], batch=False, run_key=run_key))[0]
+        result = (await self._lock_batch([(key, tick)], run_key=run_key))[0]
         if isinstance(result, LockNotAcquired):
             raise result
         return result
@@ -467,7 +509,7 @@ class RedisLocker(_RedisBackend):
     ) -> list[Lock | LockNotAcquired]:
         """Do :meth:`lock` for each request in order, in one pipeline; refusals are
         returned in place, a Redis failure raises for the whole batch."""
-        return list(await self._lock_batch(requests, batch=True))
+        return list(await self._lock_batch(requests)) if requests else []
 
     async def last_ticks(self, keys: Sequence[str]) -> dict[str, datetime]:
         """Return the last claimed tick of each key that has one (one ``MGET``)."""
@@ -477,79 +519,90 @@ class RedisLocker(_RedisBackend):
         self,
         requests: Sequence[tuple[str, datetime | None]],
         *,
-        batch: bool,
         run_key: str | None = None,
     ) -> list[RedisLock | LockNotAcquired]:
         # A fresh owner per request: it tells this acquisition from any other. Except a
         # retry of a (key, tick) whose outcome was lost: it reuses that owner, so the script
         # recognises the lock it may have taken then (a fresh owner would find the tick
         # claimed, and the tick would never run).
+        unanswered = self._unanswered
         owners = [
-            (None if tick is None else self._unanswered.pop((key, to_us(tick)), ""))
+            (unanswered.pop((key, to_us(tick)), "") if unanswered and tick is not None else "")
             or secrets.token_hex(8)
             for key, tick in requests
         ]
-        calls = [
-            (
-                self._job_keys(key, run_key),
-                ("" if tick is None else to_us(tick), owner, self._ttl_ms),
-            )
-            for (key, tick), owner in zip(requests, owners, strict=True)
+        bases = [self._base(key) for key, _ in requests]
+        # A run lock on another key than the job's (one per tick when max_instances > 1)
+        # keeps the job's hash tag.
+        suffix = ":lock" if run_key is None or run_key == requests[0][0] else f":lock:{run_key}"
+        # ARGV after ttl and suffix: tick, owner of each request in turn.
+        pairs = [
+            x
+            for (_, tick), owner in zip(requests, owners, strict=True)
+            for x in ("" if tick is None else to_us(tick), owner)
         ]
         sent = self._clock.monotonic()
         try:
-            if batch:
-                replies = await self._eval_many(_LOCK, calls)
-            else:
-                replies = [await self._eval(_LOCK, *calls[0])]
+            replies = await self._eval_chunks(
+                _LOCK,
+                [
+                    (
+                        bases[i : i + _MANY_CHUNK],
+                        [self._ttl_ms, suffix, *pairs[2 * i : 2 * (i + _MANY_CHUNK)]],
+                    )
+                    for i in range(0, len(requests), _MANY_CHUNK)
+                ],
+            )
         except _AMBIGUOUS as exc:
             # The scripts may have run with only the replies lost: a lock holding our
             # owner is ours; otherwise the error stands and a retry will see the claim.
             try:
-                replies = await self._read_back(calls, exc)
+                replies = await self._read_back([base + suffix for base in bases], owners, exc)
             except BaseException:
                 for (key, tick), owner in zip(requests, owners, strict=True):
                     if tick is not None:
-                        if len(self._unanswered) >= 10_000:
-                            del self._unanswered[next(iter(self._unanswered))]
-                        self._unanswered[key, to_us(tick)] = owner
+                        if len(unanswered) >= 10_000:
+                            del unanswered[next(iter(unanswered))]
+                        unanswered[key, to_us(tick)] = owner
                 raise
         return [
-            self._result(key, keys, args[1], reply, sent)
-            for (key, _), (keys, args), reply in zip(requests, calls, replies, strict=True)
+            self._result(key, base + suffix, owner, status, value, sent)
+            for (key, _), base, owner, status, value in zip(
+                requests, bases, owners, replies[::2], replies[1::2], strict=True
+            )
         ]
 
     async def _read_back(
-        self, calls: Sequence[tuple[Sequence[str], Sequence[Any]]], error: Exception
+        self, lock_keys: Sequence[str], owners: Sequence[str], error: Exception
     ) -> list[Any]:
         try:
-            values = await self.client.mget([keys[1] for keys, _ in calls])
+            values = await self.client.mget(lock_keys)
         except _AMBIGUOUS:
             raise error from None
-        replies: list[Any] = []
-        for (_, args), value in zip(calls, values, strict=True):
-            owner, _, token = _text(value).partition(":") if value is not None else ("", "", "")
-            replies.append([1, int(token)] if owner == args[1] else None)
-        if None in replies:
+        tokens: list[int | None] = []
+        for owner, value in zip(owners, values, strict=True):
+            held, _, token = _text(value).partition(":") if value is not None else ("", "", "")
+            tokens.append(int(token) if held == owner else None)
+        if None in tokens:
             # Some outcome is unknown, so the batch fails; locks that did land are
             # handed back (their ticks stay claimed: at most once, never twice).
-            for (keys, args), reply in zip(calls, replies, strict=True):
-                if reply is not None:
+            for lock_key, owner, landed in zip(lock_keys, owners, tokens, strict=True):
+                if landed is not None:
                     with contextlib.suppress(redis_errors.RedisError):
-                        await self._eval(_RELEASE, [keys[1]], [f"{args[1]}:{reply[1]}"])
+                        await self._eval(_RELEASE, [lock_key], [f"{owner}:{landed}"])
             raise error
-        return replies
+        return [x for token in tokens for x in (1, token)]  # as the script's replies
 
     def _result(
-        self, key: str, keys: Sequence[str], owner: str, reply: Any, sent: float
+        self, key: str, lock_key: str, owner: str, status: Any, value: Any, sent: float
     ) -> RedisLock | LockNotAcquired:
-        status, value = int(reply[0]), reply[1]
+        status = int(status)
         if status == 0:
             return TickClaimed(key, f"the last claimed tick is {from_us(int(value)).isoformat()}")
         if status == 2:
             return LockHeld(key, f"another run holds the run lock (expires in {int(value)} ms)")
         token = int(value)
-        lock = RedisLock(self, key, keys[1], f"{owner}:{token}", token, sent)
+        lock = RedisLock(self, key, lock_key, f"{owner}:{token}", token, sent)
         self._held[lock] = None
         self._watch.add(lock)
         self._renew_wake.set()
@@ -560,34 +613,43 @@ class RedisLocker(_RedisBackend):
         self._watch.discard(lock)
 
     async def _release(self, lock: RedisLock) -> None:
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._release_later(lock, _resolve_none, done)
+        await done
+
+    def _release_later(self, lock: RedisLock, done: Callable[[_T], object], arg: _T) -> None:
         self._forget(lock)
         if not self._is_open:
-            return  # closing released it already
-        loop = asyncio.get_running_loop()
-        done: asyncio.Future[None] = loop.create_future()
-        self._releasing.append((lock, done))
+            done(arg)  # closing released it already
+            return
+        self._releasing.append((lock, done, arg))
         if len(self._releasing) == 1:
             # Runs that end together (a thousand jobs on one tick) release together: the
             # flush runs after this iteration's other runs have queued their releases.
-            task = loop.create_task(self._flush_releases(), name="asyncron.redis-locker.release")
+            task = asyncio.get_running_loop().create_task(
+                self._flush_releases(), name="asyncron.redis-locker.release"
+            )
             self._flushes.add(task)
             task.add_done_callback(self._flushes.discard)
-        await done
 
     async def _flush_releases(self) -> None:
         batch, self._releasing = self._releasing, []
         try:
             await self._eval_many(
-                _RELEASE, [([lock._redis_key], [lock._value]) for lock, _ in batch]
+                _RELEASE,
+                [lock._redis_key for lock, _, _ in batch],
+                [lock._value for lock, _, _ in batch],
             )
         except Exception as exc:  # a release never fails its caller: the TTL frees it
             logger.warning(
                 "could not release %d run lock(s) (%s); they expire by TTL", len(batch), exc
             )
         finally:
-            for _, done in batch:
-                if not done.done():
-                    done.set_result(None)
+            for _, done, arg in batch:
+                try:
+                    done(arg)
+                except Exception:  # pragma: no cover - the callers' own bug
+                    logger.exception("a callback after a lock release failed")
 
     def _started(self) -> None:
         self._start(self._watch.run(), "deadlines")
@@ -601,7 +663,7 @@ class RedisLocker(_RedisBackend):
         if held:
             with contextlib.suppress(redis_errors.RedisError):
                 await self._eval_many(
-                    _RELEASE, [([lock._redis_key], [lock._value]) for lock in held]
+                    _RELEASE, [lock._redis_key for lock in held], [lock._value for lock in held]
                 )
 
     async def _renew_loop(self) -> None:
@@ -619,7 +681,10 @@ class RedisLocker(_RedisBackend):
             sent = self._clock.monotonic()
             try:
                 replies = await self._eval_many(
-                    _RENEW, [([lock._redis_key], [lock._value, self._ttl_ms]) for lock in batch]
+                    _RENEW,
+                    [lock._redis_key for lock in batch],
+                    [lock._value for lock in batch],
+                    [self._ttl_ms] * len(batch),
                 )
             except redis_errors.RedisError as exc:
                 # Deadlines stay where they are; the watch loses the locks if Redis
@@ -724,7 +789,7 @@ class RedisElector(_RedisBackend, ElectorListeners):
         :raises redis.exceptions.RedisError: Redis failed (the claim may have landed;
             a retry then raises TickClaimed, so the tick runs at most once)
         """
-        claim_key, _, fence_key = self._job_keys(key)
+        claim_key, fence_key = self._job_keys(key)
         status, value = await self._eval(_CLAIM, [claim_key, fence_key], [to_us(tick)])
         if int(status) == 0:
             raise TickClaimed(key, f"the last claimed tick is {from_us(int(value)).isoformat()}")

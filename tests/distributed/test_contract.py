@@ -473,18 +473,13 @@ class TestRedisSpecifics:
         from asyncron.distributed.redis import RedisLocker
 
         async with RedisLocker(redis_url, prefix=prefix) as locker:
-            real_eval, real_many = locker._eval, locker._eval_many
+            real_chunks = locker._eval_chunks
 
-            async def lossy_eval(*args: Any) -> Any:
-                await real_eval(*args)
+            async def lossy(*args: Any) -> Any:  # lock and lock_many send their scripts here
+                await real_chunks(*args)
                 raise RedisConnectionError("reply lost")
 
-            async def lossy_many(*args: Any) -> Any:
-                await real_many(*args)
-                raise RedisConnectionError("reply lost")
-
-            monkeypatch.setattr(locker, "_eval", lossy_eval)
-            monkeypatch.setattr(locker, "_eval_many", lossy_many)
+            monkeypatch.setattr(locker, "_eval_chunks", lossy)
             lock = await locker.lock("job", tick(1))
             (batched,) = await locker.lock_many([("batch", tick(1))])
             with pytest.raises(RedisConnectionError):
@@ -503,7 +498,7 @@ class TestRedisSpecifics:
         from asyncron.distributed.redis import _LOCK, RedisLocker
 
         async with RedisLocker(redis_url, prefix=prefix) as locker:
-            keys, args = locker._job_keys("job"), (to_us(tick(1)), "abc123", 5000)
+            keys, args = [locker._base("job")], (5000, ":lock", to_us(tick(1)), "abc123")
             first = await locker._eval(_LOCK, keys, args)
             second = await locker._eval(_LOCK, keys, args)
             assert [int(x) for x in first] == [int(x) for x in second] == [1, 1]

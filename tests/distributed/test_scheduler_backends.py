@@ -331,17 +331,10 @@ async def test_a_lock_reply_lost_with_the_read_back_is_recognised_on_retry(
 
     locker = RedisLocker(redis_url, prefix=_prefix(), ttl=5)
     faults = {"reply": 1, "read_back": 1}
-    eval_one, eval_many = locker._eval, locker._eval_many
+    eval_chunks = locker._eval_chunks
 
-    async def lossy_one(source: str, keys: Any, args: Any) -> Any:
-        reply = await eval_one(source, keys, args)
-        if source is _LOCK and faults["reply"]:
-            faults["reply"] -= 1
-            raise RedisConnectionError("reply lost (injected)")
-        return reply
-
-    async def lossy_many(source: str, calls: Any) -> Any:
-        replies = await eval_many(source, calls)
+    async def lossy(source: str, commands: Any) -> Any:
+        replies = await eval_chunks(source, commands)
         if source is _LOCK and faults["reply"]:
             faults["reply"] -= 1
             raise RedisConnectionError("replies lost (injected)")
@@ -367,7 +360,7 @@ async def test_a_lock_reply_lost_with_the_read_back_is_recognised_on_retry(
             return await mget(*args, **kwargs)
 
         client.mget = failing_mget  # type: ignore[method-assign]
-        locker._eval, locker._eval_many = lossy_one, lossy_many  # type: ignore[method-assign]
+        locker._eval_chunks = lossy  # type: ignore[method-assign]
         async with scheduler:
             first = await events.wait(
                 lambda e: isinstance(e, (JobStarted, JobSkipped)), 5, "the first tick's outcome"
