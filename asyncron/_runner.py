@@ -116,7 +116,7 @@ class RunEngine:
         self._waiting_count = 0
         # Every run's task (and batch lock task), keyed by itself or, for a bare run, by
         # its RunContext: the run then finds its own entry without current_task().
-        self._tasks: dict[object, asyncio.Task[Any]] = {}
+        self._tasks: dict[object, asyncio.Future[Any]] = {}
         self._elector_runs: set[_Run] = set()
         self._thread_runs: set[_Run] = set()
         self._sleep_scope: anyio.CancelScope | None = None
@@ -126,6 +126,8 @@ class RunEngine:
         self._loop: asyncio.AbstractEventLoop | None = None
         #: Starts a run's task on the loop (set at start, see Scheduler._start).
         self._new_task: Callable[[Coroutine[Any, Any, Any]], asyncio.Task[Any]]
+        #: A done future standing in _tasks for a run whose task ended (set at start).
+        self._ended: asyncio.Future[None]
         self._loop_thread: int | None = None
         self._limiter: anyio.CapacityLimiter | None = None
         self._dispatching = False
@@ -628,6 +630,18 @@ class RunEngine:
             results = [None] * len(entries)
         short = self._bare_runs and self._events.runs_unheard
         for (job, tick, kind, future), result in zip(entries, results, strict=True):
+            if isinstance(result, LockNotAcquired) and not self._waits_for_lock(
+                job, tick, kind, result
+            ):
+                # Refused (another instance claimed the tick, or holds the lock): a skip,
+                # decided here rather than in a task of its own (with N instances, N - 1
+                # of them are refused every tick).
+                try:
+                    outcome = self._refused(job, tick, kind, result)
+                finally:
+                    self._run_ended(job, kind)
+                self._resolve(future, outcome)
+                continue
             if (
                 short
                 and job._bare_locked
@@ -658,11 +672,15 @@ class RunEngine:
             self._resolve(future, RunOutcome(RunStatus.FAILED, tick, exception=exc))
             raise
         finally:
-            self._release(job)
-            if kind is not _RUN_NOW and job._opts.from_completion and not job._removed:
-                self._reschedule_from_completion(job)
+            self._run_ended(job, kind)
         if future is not None and outcome is not None:
             self._resolve(future, outcome)
+
+    def _run_ended(self, job: Job, kind: RunKind) -> None:
+        """Free the slots of a run that ended or was refused after admission."""
+        self._release(job)
+        if kind is not _RUN_NOW and job._opts.from_completion and not job._removed:
+            self._reschedule_from_completion(job)
 
     async def _run_bare(self, job: Job, tick: datetime, ctx: RunContext) -> None:
         """The short path of :meth:`_run` + :meth:`_call` for a run that is just an awaited
@@ -718,6 +736,9 @@ class RunEngine:
             error = exc
         finally:
             ctx._done = True
+            # The task ends now: let it go (its coroutine, context) rather than keep it
+            # until the release is done; the context alone stands for the run in _tasks.
+            self._tasks[ctx] = self._ended
             lock._release_then(self._unlocked, ctx)
         if error is not None:
             self._log_failure(job, tick, error)

@@ -656,6 +656,10 @@ class Scheduler(RunEngine):
             if loop.get_task_factory() is None
             else loop.create_task
         )
+        # Stands in _tasks for a run whose task ended while its lock's release is still
+        # in flight (see RunEngine._run_locked): nothing left to wait for or cancel.
+        self._ended = loop.create_future()
+        self._ended.set_result(None)
         self._loop_thread = threading.get_ident()
         self._limiter = anyio.CapacityLimiter(self._max_threads)
         if self._stack is None:
@@ -808,10 +812,12 @@ class Scheduler(RunEngine):
                     run._job._name or run._job._key,
                     run._tick.isoformat(),
                 )
-            pending = list(self._tasks.values())
+            # (A run whose task ended while its lock's release is in flight has nothing
+            # left to cancel: the release completes on its own, or the lock expires.)
+            pending = [run for run in self._tasks.values() if not run.done()]
             self._logger.warning("shutdown: cancelling %d runs after stop_timeout", len(pending))
-            for task in pending:
-                task.cancel()
+            for run_task in pending:
+                run_task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
             # A run cancelled before its first step never reached the code that takes
             # it out of the set.

@@ -193,8 +193,9 @@ def _quick_cases() -> list[Case]:
 def _full_cases() -> list[Case]:
     """The issue's sizes and windows, repeats trimmed to stay under 30 minutes on 2 cores.
 
-    add_cost 1k/10k, lateness and burst: 3 repeats; idle_cpu, cron_next and
-    distributed N=1k: 2; add_cost 100k, distributed N=100 and soak: 1.
+    burst: 5 repeats (its spread between repeats is the widest); add_cost 1k/10k,
+    lateness and distributed N=1k: 3; idle_cpu and cron_next: 2; add_cost 100k,
+    distributed N=100 and soak: 1.
     """
     return _scheduler_cases(
         add_ns=(1_000, 10_000, 100_000),
@@ -213,10 +214,10 @@ def _full_cases() -> list[Case]:
             "add_cost": 3,
             "add_cost_100k": 1,
             "lateness": 3,
-            "burst": 3,
+            "burst": 5,
             "idle_cpu": 2,
             "cron_next": 2,
-            "distributed": 2,
+            "distributed": 3,
             "distributed_small": 1,
             "soak": 1,
         },

@@ -741,6 +741,19 @@ class TestEventCost:
         assert set(built) == {cls.__name__ for cls in self.EVENT_TYPES}
 
 
+def _runs_through(monkeypatch: pytest.MonkeyPatch, method: str) -> list[str]:
+    """The names of the jobs whose runs go through ``RunEngine.<method>`` from now on."""
+    names: list[str] = []
+    original = getattr(RunEngine, method)
+
+    async def counting(self: RunEngine, job: Any, *args: Any) -> Any:
+        names.append(job.name)
+        return await original(self, job, *args)
+
+    monkeypatch.setattr(RunEngine, method, counting)
+    return names
+
+
 class TestShortPath:
     """A run nobody listens to, with nothing around its call, takes a shorter path
     through the runner (``RunEngine._run_bare``); it must behave as the full one."""
@@ -748,15 +761,7 @@ class TestShortPath:
     @pytest.fixture
     def full_calls(self, monkeypatch: pytest.MonkeyPatch) -> list[str]:
         """The names of the jobs whose runs went through the full path (``_call``)."""
-        calls: list[str] = []
-        original = RunEngine._call
-
-        async def counting(self: RunEngine, job: Any, *args: Any) -> Any:
-            calls.append(job.name)
-            return await original(self, job, *args)
-
-        monkeypatch.setattr(RunEngine, "_call", counting)
-        return calls
+        return _runs_through(monkeypatch, "_call")
 
     @pytest.mark.parametrize("listened", [False, True], ids=["short", "full"])
     async def test_both_paths_give_the_same_runs(
@@ -870,14 +875,7 @@ class TestLockedShortPath:
     ) -> None:
         """Ticks, fencing tokens, current_run(), failures, locks freed after each run,
         and a lost lock cancelling its run, on either path."""
-        short_runs: list[str] = []
-        original = RunEngine._run_locked
-
-        async def counting(self: RunEngine, job: Any, *args: Any) -> Any:
-            short_runs.append(job.name)
-            return await original(self, job, *args)
-
-        monkeypatch.setattr(RunEngine, "_run_locked", counting)
+        short_runs = _runs_through(monkeypatch, "_run_locked")
         locker = MemoryLocker()
         scheduler = Scheduler(clock=clock, locker=locker)
         if listened:

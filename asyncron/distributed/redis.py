@@ -36,13 +36,19 @@ from .protocols import Leadership, Lock
 try:
     from redis import exceptions as redis_errors
     from redis.asyncio import BlockingConnectionPool, Redis
-    from redis.asyncio.connection import parse_url
+    from redis.asyncio.connection import AbstractConnection, parse_url
     from redis.asyncio.retry import Retry
     from redis.backoff import NoBackoff
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError(
         "asyncron.distributed.redis needs the redis driver: install asyncron[redis]"
     ) from exc
+
+_hiredis_pack: Callable[[tuple[Any, ...]], bytes] | None
+try:
+    from hiredis import pack_command as _hiredis_pack
+except ImportError:  # pragma: no cover - redis without its hiredis extra
+    _hiredis_pack = None
 
 __all__ = ("RedisElector", "RedisLeadership", "RedisLock", "RedisLocker")
 
@@ -177,6 +183,30 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+def _hiredis_packing(
+    cls: type[AbstractConnection], pack: Callable[[tuple[Any, ...]], bytes]
+) -> type[AbstractConnection]:
+    """``cls`` packing its commands with hiredis (C), as redis-py's synchronous client
+    does, instead of the asyncio client's pure-Python packer: one lock script for 500
+    runs has 1,000+ arguments, which that packer took ~1 ms to encode. Same bytes
+    (tested against redis-py's packer)."""
+
+    class HiredisPacking(cls):  # type: ignore[valid-type,misc]
+        def pack_command(self, *args: Any) -> list[bytes]:
+            if isinstance(args[0], str):  # 'SCRIPT LOAD' is two arguments on the wire
+                args = (*args[0].encode().split(), *args[1:])
+            elif b" " in args[0]:
+                args = (*args[0].split(), *args[1:])
+            args = tuple(bytes(a) if isinstance(a, (bytearray, memoryview)) else a for a in args)
+            try:
+                return [pack(args)]
+            except TypeError as exc:
+                raise redis_errors.DataError(str(exc)) from exc
+
+    HiredisPacking.__name__ = HiredisPacking.__qualname__ = f"HiredisPacking{cls.__name__}"
+    return HiredisPacking
+
+
 class _Expiring(Protocol):
     _deadline: float
 
@@ -296,6 +326,8 @@ class _RedisBackend(CountedEntries):
                 socket_timeout=self._io_timeout,
                 socket_connect_timeout=self._io_timeout,
             )
+            if _hiredis_pack is not None:
+                pool.connection_class = _hiredis_packing(pool.connection_class, _hiredis_pack)
             self._client = Redis.from_pool(pool)
         self._is_open = True
         try:

@@ -446,6 +446,29 @@ class TestMemoryLockerHooks:
 
 
 @pytest.mark.external_service
+@pytest.mark.parametrize(
+    "command",
+    [
+        ("EVALSHA", "ab" * 20, 2, "p:{job}", "p:{other}", 30000, ":lock", 1_780_000_000_000_000),
+        ("SCRIPT LOAD", "return redis.call('GET', KEYS[1])"),
+        ("SET", "k", b"\x00bytes", "PX", 100),
+        ("MGET", "é", bytearray(b"ba"), memoryview(b"mv")),
+        ("SET", "n", -5, "f", 0.1, "big", 2**70, "e", 1e20),
+    ],
+    ids=["evalsha", "two-word-name", "bytes", "buffers", "numbers"],
+)
+def test_hiredis_packing_sends_the_bytes_redis_py_sends(command: tuple[Any, ...]) -> None:
+    """A RedisLocker opened from a URL packs commands with hiredis: byte for byte what
+    redis-py's own asyncio packer produces."""
+    hiredis = pytest.importorskip("hiredis")
+    from redis.asyncio.connection import Connection
+
+    from asyncron.distributed.redis import _hiredis_packing
+
+    packing = _hiredis_packing(Connection, hiredis.pack_command)()
+    assert b"".join(packing.pack_command(*command)) == b"".join(Connection().pack_command(*command))
+
+
 class TestRedisSpecifics:
     """Redis behaviour behind the contract: lost replies, scripts, layout, lifecycle."""
 
