@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from datetime import UTC, datetime
 from typing import Protocol, runtime_checkable
@@ -45,3 +46,10 @@ class SystemClock:
         """Wait until ``time.monotonic()`` reaches ``deadline``."""
         delay = deadline - time.monotonic()
         await anyio.sleep(delay if delay > 0 else 0)
+
+
+def resolve_none(future: asyncio.Future[None]) -> None:
+    """Resolve ``future`` unless it is done already (a wake-up or a release may come
+    after its waiter gave up): the callback behind every internal one-shot wait."""
+    if not future.done():
+        future.set_result(None)

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
 
-from ._clock import Clock, SystemClock
+from ._clock import Clock, SystemClock, resolve_none
 from ._context import RunContext, _current
 from ._events import (
     EventDispatcher,
@@ -81,11 +81,6 @@ def _cancelled_from_outside() -> bool:
     cancelling a run), not at something the job awaited."""
     current = asyncio.current_task()
     return current is None or current.cancelling() > 0
-
-
-def _resolve_none(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)
 
 
 class RunEngine:
@@ -254,7 +249,7 @@ class RunEngine:
         """Wake the timer so it looks at the heap again (a no-op unless it sleeps)."""
         wake: Callable[[], Any] | None = None
         if self._sleep_future is not None:
-            wake = functools.partial(_resolve_none, self._sleep_future)
+            wake = functools.partial(resolve_none, self._sleep_future)
         elif self._sleep_scope is not None:
             wake = self._sleep_scope.cancel
         if wake is None:
@@ -300,7 +295,7 @@ class RunEngine:
         it costs no cancel scope and raises no exception per wake-up."""
         assert self._loop is not None
         future = self._sleep_future = self._loop.create_future()
-        handle = self._loop.call_later(delay, _resolve_none, future)
+        handle = self._loop.call_later(delay, resolve_none, future)
         try:
             await future
         finally:
@@ -534,8 +529,10 @@ class RunEngine:
         self._tasks[task] = task
         task.add_done_callback(self._task_done)
 
-    def _task_done(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.pop(task, None)
+    def _task_done(self, key: object) -> None:
+        """A run (or batch) is over: take its entry (its task, or its RunContext) out of
+        _tasks, and tell a waiting shutdown once none is left."""
+        self._tasks.pop(key, None)
         if not self._tasks and self._idle is not None:
             self._idle.set()
 
@@ -702,13 +699,8 @@ class RunEngine:
         finally:
             # (ctx._done is not set: only timeouts and lock losses read it, and a bare
             # run has neither.)
-            tasks = self._tasks
-            tasks.pop(ctx, None)
-            if not tasks and self._idle is not None:
-                self._idle.set()
-            self._release(job)
-            if job._opts.from_completion and not job._removed:
-                self._reschedule_from_completion(job)
+            self._task_done(ctx)
+            self._run_ended(job, ctx._kind)
 
     async def _run_locked(self, job: Job, tick: datetime, ctx: RunContext, lock: Any) -> None:
         """The short path of a run whose lock came from a batch (:meth:`_run_batch`) and
@@ -746,11 +738,8 @@ class RunEngine:
     def _unlocked(self, ctx: RunContext) -> None:
         """The lock of a run from :meth:`_run_locked` was released (or its release
         failed and the TTL frees it): the run is over."""
-        tasks = self._tasks
-        tasks.pop(ctx, None)
-        if not tasks and self._idle is not None:
-            self._idle.set()
-        self._release(ctx._job)  # (never from_completion: that is refused under a locker)
+        self._task_done(ctx)
+        self._run_ended(ctx._job, ctx._kind)
 
     def _log_failure(self, job: Job, tick: datetime, error: BaseException) -> None:
         if self._logger.isEnabledFor(logging.INFO):

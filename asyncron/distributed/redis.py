@@ -27,7 +27,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-from .._clock import Clock, SystemClock
+from .._clock import Clock, SystemClock, resolve_none
 from .._time import as_duration, from_us, to_us
 from ..errors import ConfigurationError, LockHeld, LockLostError, LockNotAcquired, TickClaimed
 from ._common import CountedEntries, ElectorListeners, HeldLock, Term
@@ -135,17 +135,16 @@ def _single(body: str) -> str:
 
 
 def _many(body: str) -> str:
-    """The script for many calls: ARGV = keys per call, args per call, then each call's
-    args in order; KEYS = each call's keys in order. Returns one reply per call."""
+    """The script for many calls of one key each: KEYS = each call's key, ARGV = args
+    per call, then each call's args in order. Returns one reply per call."""
     return (
         "local function one(K, A)\n" + body + "end\n"
-        "local nk, na = tonumber(ARGV[1]), tonumber(ARGV[2])\n"
+        "local na = tonumber(ARGV[1])\n"
         "local out = {}\n"
-        "for i = 0, (#ARGV - 2) / na - 1 do\n"
-        "  local K, A = {}, {}\n"
-        "  for j = 1, nk do K[j] = KEYS[i * nk + j] end\n"
-        "  for j = 1, na do A[j] = ARGV[2 + i * na + j] end\n"
-        "  out[i + 1] = one(K, A)\n"
+        "for i = 1, #KEYS do\n"
+        "  local A = {}\n"
+        "  for j = 1, na do A[j] = ARGV[1 + (i - 1) * na + j] end\n"
+        "  out[i] = one({KEYS[i]}, A)\n"
         "end\n"
         "return out\n"
     )
@@ -168,11 +167,6 @@ _SHA = {
 _MANY_CHUNK = 500
 
 _T = TypeVar("_T")
-
-
-def _resolve_none(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)
 
 
 # Errors after which a command may or may not have run on the server.
@@ -394,26 +388,36 @@ class _RedisBackend(CountedEntries):
         self, source: str, keys: Sequence[str], *arg_lists: Sequence[Any]
     ) -> list[Any]:
         """Run one script for many calls, call i with ``keys[i]`` and the i-th item of
-        each of ``arg_lists``: its many-calls form, one command per _MANY_CHUNK calls,
-        all in one pipeline (one round trip). Flat lists: no objects per call."""
-        # ARGV of the many-calls form: keys per call (1), args per call, then the args
-        # of each call in turn.
+        each of ``arg_lists``, through its many-calls form (see _many)."""
+        # ARGV of the many-calls form: args per call, then the args of each call in turn.
         flat = [a for group in zip(*arg_lists, strict=True) for a in group]
-        na, step = len(arg_lists), _MANY_CHUNK
-        commands = [
-            (keys[i : i + step], [1, na, *flat[i * na : (i + step) * na]])
-            for i in range(0, len(keys), step)
-        ]
-        return await self._eval_chunks(_MANY[source], commands)
+        na = len(arg_lists)
+        return await self._eval_chunks(_MANY[source], keys, [na], flat, na)
 
     async def _eval_chunks(
-        self, source: str, commands: Sequence[tuple[Sequence[str], Sequence[Any]]]
+        self,
+        source: str,
+        keys: Sequence[str],
+        head: Sequence[Any],
+        args: Sequence[Any],
+        per_call: int,
     ) -> list[Any]:
-        """Run ``source`` once per (keys, args) in one pipeline; the concatenated replies."""
+        """Run ``source`` on many calls (one key and ``per_call`` of ``args`` each), one
+        command per _MANY_CHUNK calls whose ARGV starts with ``head``, all in one
+        pipeline (one round trip); the commands' replies concatenated. Flat lists: no
+        objects per call."""
+        step = _MANY_CHUNK
         for attempt in range(2):
             pipe = self.client.pipeline(transaction=False)
-            for keys, args in commands:
-                pipe.evalsha(_SHA[source], len(keys), *keys, *args)
+            for i in range(0, len(keys), step):
+                chunk = keys[i : i + step]
+                pipe.evalsha(
+                    _SHA[source],
+                    len(chunk),
+                    *chunk,
+                    *head,
+                    *args[i * per_call : (i + step) * per_call],
+                )
             replies = await pipe.execute(raise_on_error=False)
             if attempt == 0 and any(isinstance(r, redis_errors.NoScriptError) for r in replies):
                 await self.client.script_load(source)  # after a restart or SCRIPT FLUSH
@@ -575,16 +579,7 @@ class RedisLocker(_RedisBackend):
         ]
         sent = self._clock.monotonic()
         try:
-            replies = await self._eval_chunks(
-                _LOCK,
-                [
-                    (
-                        bases[i : i + _MANY_CHUNK],
-                        [self._ttl_ms, suffix, *pairs[2 * i : 2 * (i + _MANY_CHUNK)]],
-                    )
-                    for i in range(0, len(requests), _MANY_CHUNK)
-                ],
-            )
+            replies = await self._eval_chunks(_LOCK, bases, [self._ttl_ms, suffix], pairs, 2)
         except _AMBIGUOUS as exc:
             # The scripts may have run with only the replies lost: a lock holding our
             # owner is ours; otherwise the error stands and a retry will see the claim.
@@ -646,7 +641,7 @@ class RedisLocker(_RedisBackend):
 
     async def _release(self, lock: RedisLock) -> None:
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._release_later(lock, _resolve_none, done)
+        self._release_later(lock, resolve_none, done)
         await done
 
     def _release_later(self, lock: RedisLock, done: Callable[[_T], object], arg: _T) -> None:

@@ -333,8 +333,8 @@ async def test_a_lock_reply_lost_with_the_read_back_is_recognised_on_retry(
     faults = {"reply": 1, "read_back": 1}
     eval_chunks = locker._eval_chunks
 
-    async def lossy(source: str, commands: Any) -> Any:
-        replies = await eval_chunks(source, commands)
+    async def lossy(source: str, *args: Any) -> Any:
+        replies = await eval_chunks(source, *args)
         if source is _LOCK and faults["reply"]:
             faults["reply"] -= 1
             raise RedisConnectionError("replies lost (injected)")
