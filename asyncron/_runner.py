@@ -123,6 +123,8 @@ class RunEngine:
         self._new_task: Callable[[Coroutine[Any, Any, Any]], asyncio.Task[Any]]
         #: A done future standing in _tasks for a run whose task ended (set at start).
         self._ended: asyncio.Future[None]
+        #: The running anyio backend's CancelScope class (set at start).
+        self._scope_type: type[anyio.CancelScope] = anyio.CancelScope
         self._loop_thread: int | None = None
         self._limiter: anyio.CapacityLimiter | None = None
         self._dispatching = False
@@ -715,7 +717,7 @@ class RunEngine:
         lock.on_lost(functools.partial(self._lost, ctx))
         error: BaseException | None = None
         try:
-            with anyio.CancelScope() as scope:  # a lost lock cancels the run
+            with self._scope_type() as scope:  # a lost lock cancels the run
                 ctx._cancel_scope = scope
                 kwargs = job._kwargs
                 await (job._func(*job._args, **kwargs) if kwargs else job._func(*job._args))
@@ -1054,7 +1056,7 @@ class RunEngine:
                     # costliest part of a run's overhead).
                     result = await (job._func(*args, **kwargs) if kwargs else job._func(*args))
                 else:
-                    with anyio.CancelScope() as scope:
+                    with self._scope_type() as scope:
                         ctx._cancel_scope = scope
                         result = await (job._func(*args, **kwargs) if kwargs else job._func(*args))
                 if run._cause is not None:  # timed out or lost, even if the job swallowed it

@@ -660,6 +660,9 @@ class Scheduler(RunEngine):
         # in flight (see RunEngine._run_locked): nothing left to wait for or cancel.
         self._ended = loop.create_future()
         self._ended.set_result(None)
+        # The running backend's own cancel scope class: built directly, a scope costs
+        # 40 % less than through anyio.CancelScope's dispatch (measured 7.7 -> 4.3 us).
+        self._scope_type = type(anyio.CancelScope())
         self._loop_thread = threading.get_ident()
         self._limiter = anyio.CapacityLimiter(self._max_threads)
         if self._stack is None:

@@ -191,6 +191,10 @@ def _hiredis_packing(
                 args = (*args[0].encode().split(), *args[1:])
             elif b" " in args[0]:
                 args = (*args[0].split(), *args[1:])
+            try:
+                return [pack(args)]
+            except TypeError:  # hiredis takes neither bytearray nor bool: convert, or fail
+                pass
             args = tuple(bytes(a) if isinstance(a, (bytearray, memoryview)) else a for a in args)
             try:
                 return [pack(args)]
@@ -222,6 +226,10 @@ class _DeadlineWatch:
 
     def add(self, item: _Expiring) -> None:
         self._items[item] = None
+        self._wake.set()
+
+    def wake(self) -> None:
+        """Look at the items again (after adding some to ``_items`` directly)."""
         self._wake.set()
 
     def discard(self, item: _Expiring) -> None:
@@ -557,26 +565,32 @@ class RedisLocker(_RedisBackend):
         *,
         run_key: str | None = None,
     ) -> list[RedisLock | LockNotAcquired]:
-        # A fresh owner per request: it tells this acquisition from any other. Except a
-        # retry of a (key, tick) whose outcome was lost: it reuses that owner, so the script
-        # recognises the lock it may have taken then (a fresh owner would find the tick
-        # claimed, and the tick would never run).
+        # A fresh owner per request: it tells this acquisition from any other (a random
+        # nonce per batch, then the request's index; hex only, the script matches it in a
+        # pattern). Except a retry of a (key, tick) whose outcome was lost: it reuses that
+        # owner, so the script recognises the lock it may have taken then (a fresh owner
+        # would find the tick claimed, and the tick would never run).
         unanswered = self._unanswered
-        owners = [
-            (unanswered.pop((key, to_us(tick)), "") if unanswered and tick is not None else "")
-            or secrets.token_hex(8)
-            for key, tick in requests
-        ]
-        bases = [self._base(key) for key, _ in requests]
+        nonce = secrets.token_hex(8)
+        base_of = self._base
+        owners: list[str] = []
+        bases: list[str] = []
+        # ARGV after ttl and suffix: tick, owner of each request in turn.
+        pairs: list[Any] = []
+        last: datetime | None = None
+        tick_arg: int | str = ""  # the requests of a batch mostly share one tick
+        for i, (key, tick) in enumerate(requests):
+            if tick is not last:
+                last, tick_arg = tick, "" if tick is None else to_us(tick)
+            owner = (
+                unanswered.pop((key, to_us(tick)), "") if unanswered and tick is not None else ""
+            ) or f"{nonce}{i:x}"
+            owners.append(owner)
+            bases.append(base_of(key))
+            pairs += (tick_arg, owner)
         # A run lock on another key than the job's (one per tick when max_instances > 1)
         # keeps the job's hash tag.
         suffix = ":lock" if run_key is None or run_key == requests[0][0] else f":lock:{run_key}"
-        # ARGV after ttl and suffix: tick, owner of each request in turn.
-        pairs = [
-            x
-            for (_, tick), owner in zip(requests, owners, strict=True)
-            for x in ("" if tick is None else to_us(tick), owner)
-        ]
         sent = self._clock.monotonic()
         try:
             replies = await self._eval_chunks(_LOCK, bases, [self._ttl_ms, suffix], pairs, 2)
@@ -592,12 +606,16 @@ class RedisLocker(_RedisBackend):
                             del unanswered[next(iter(unanswered))]
                         unanswered[key, to_us(tick)] = owner
                 raise
-        return [
+        results = [
             self._result(key, base + suffix, owner, status, value, sent)
             for (key, _), base, owner, status, value in zip(
                 requests, bases, owners, replies[::2], replies[1::2], strict=True
             )
         ]
+        if self._held:
+            self._watch.wake()
+            self._renew_wake.set()
+        return results
 
     async def _read_back(
         self, lock_keys: Sequence[str], owners: Sequence[str], error: Exception
@@ -623,16 +641,18 @@ class RedisLocker(_RedisBackend):
     def _result(
         self, key: str, lock_key: str, owner: str, status: Any, value: Any, sent: float
     ) -> RedisLock | LockNotAcquired:
+        # (The caller wakes the deadline watch and the renewals once per batch.)
         status = int(status)
         if status == 0:
-            return TickClaimed(key, f"the last claimed tick is {from_us(int(value)).isoformat()}")
+            # Most refusals of a busy tick land here (N - 1 of N instances): a message
+            # without date formatting keeps them cheap.
+            return TickClaimed(key, f"the last claimed tick is {int(value)} us since the epoch")
         if status == 2:
             return LockHeld(key, f"another run holds the run lock (expires in {int(value)} ms)")
         token = int(value)
         lock = RedisLock(self, key, lock_key, f"{owner}:{token}", token, sent)
         self._held[lock] = None
-        self._watch.add(lock)
-        self._renew_wake.set()
+        self._watch._items[lock] = None
         return lock
 
     def _forget(self, lock: RedisLock) -> None:
