@@ -589,13 +589,17 @@ class RunEngine:
         self._events.emit(event, job._opts.listeners)
 
     def _skip(self, job: Job, tick: datetime, kind: RunKind, reason: SkipReason) -> RunOutcome:
+        self._skipped(job, tick, kind, reason)
+        return RunOutcome(RunStatus.SKIPPED, tick, reason)
+
+    def _skipped(self, job: Job, tick: datetime, kind: RunKind, reason: SkipReason) -> None:
+        """Log, emit and record a skip (what :meth:`_skip` does but build its outcome)."""
         if self._logger.isEnabledFor(logging.DEBUG):
             self._logger.debug("skipped %s at %s: %s", job._name or job.id, tick, reason.value)
         if self._wants(JobSkipped, job):
             self._emit_job(job, JobSkipped, tick=tick, kind=kind, reason=reason)
         if self._monitor is not None:
             self._record(job, "skipped", reason.value, 0.0, 0.0)
-        return RunOutcome(RunStatus.SKIPPED, tick, reason)
 
     def _record(
         self, job: Job, status: str, reason: str | None, duration: float, lateness: float
@@ -634,12 +638,13 @@ class RunEngine:
             ):
                 # Refused (another instance claimed the tick, or holds the lock): a skip,
                 # decided here rather than in a task of its own (with N instances, N - 1
-                # of them are refused every tick).
+                # of them are refused every tick; no outcome is built when none awaits it).
                 try:
-                    outcome = self._refused(job, tick, kind, result)
+                    reason = self._refusal(job, tick, kind, result)
                 finally:
                     self._run_ended(job, kind)
-                self._resolve(future, outcome)
+                if future is not None:
+                    self._resolve(future, RunOutcome(RunStatus.SKIPPED, tick, reason))
                 continue
             if (
                 short
@@ -893,11 +898,16 @@ class RunEngine:
         return await locker.lock(job._key, claim, run_key=f"{job._key}@{to_us(run_tick)}")
 
     def _refused(self, job: Job, tick: datetime, kind: RunKind, exc: LockNotAcquired) -> RunOutcome:
-        if isinstance(exc, TickClaimed):
-            if kind is not _RUN_NOW:
-                self._count_toward_limit(job)
-            return self._skip(job, tick, kind, SkipReason.TICK_CLAIMED)
-        return self._skip(job, tick, kind, SkipReason.LOCK_HELD)
+        reason = self._refusal(job, tick, kind, exc)
+        return RunOutcome(RunStatus.SKIPPED, tick, reason)
+
+    def _refusal(self, job: Job, tick: datetime, kind: RunKind, exc: LockNotAcquired) -> SkipReason:
+        """Skip a refused run (counting a claimed tick toward limit_runs); its reason."""
+        reason = SkipReason.TICK_CLAIMED if isinstance(exc, TickClaimed) else SkipReason.LOCK_HELD
+        if reason is SkipReason.TICK_CLAIMED and kind is not _RUN_NOW:
+            self._count_toward_limit(job)
+        self._skipped(job, tick, kind, reason)
+        return reason
 
     def _count_toward_limit(self, job: Job) -> bool:
         """Count a scheduled tick toward limit_runs; False if the limit was already reached."""
