@@ -593,7 +593,7 @@ class RunEngine:
         return RunOutcome(RunStatus.SKIPPED, tick, reason)
 
     def _skipped(self, job: Job, tick: datetime, kind: RunKind, reason: SkipReason) -> None:
-        """Log, emit and record a skip (what :meth:`_skip` does but build its outcome)."""
+        """Log, emit and record a skip: :meth:`_skip` without building its outcome."""
         if self._logger.isEnabledFor(logging.DEBUG):
             self._logger.debug("skipped %s at %s: %s", job._name or job.id, tick, reason.value)
         if self._wants(JobSkipped, job):
