@@ -16,6 +16,7 @@ import socket
 import subprocess
 import tempfile
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from urllib.parse import urlparse
@@ -24,6 +25,54 @@ import pytest
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 DEFAULT_POSTGRES_DSN = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+#: Every key and table prefix handed to a test this session (see fresh_prefix).
+PREFIXES: set[str] = set()
+#: The tables a PostgreSQL backend creates under its prefix.
+_TABLES = ("claims", "tokens", "leaders", "runs")
+
+
+def fresh_prefix(head: str, digits: int = 12) -> str:
+    """A new key/table prefix ``head`` + random hex, remembered so that what the tests
+    left under it on a shared server is deleted when the session ends."""
+    prefix = f"{head}{uuid.uuid4().hex[:digits]}"
+    PREFIXES.add(prefix)
+    return prefix
+
+
+def _forget_redis(url: str) -> None:
+    """Delete the keys of this session's prefixes from a shared Redis (one SCAN)."""
+    import redis
+
+    with redis.Redis.from_url(url, socket_timeout=5) as client:
+        mine = [k for k in client.scan_iter(count=1000) if k.split(b":", 1)[0].decode() in PREFIXES]
+        for i in range(0, len(mine), 1000):
+            client.delete(*mine[i : i + 1000])
+
+
+def _forget_postgres(dsn: str) -> None:
+    """Drop the tables of this session's prefixes from a shared PostgreSQL."""
+    import asyncio
+
+    import asyncpg
+
+    async def drop() -> None:
+        conn = await asyncpg.connect(dsn, timeout=5)
+        try:
+            rows = await conn.fetch("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+            names = [
+                r["tablename"]
+                for r in rows
+                if r["tablename"].rpartition("_")[0] in PREFIXES
+                and r["tablename"].rpartition("_")[2] in _TABLES
+            ]
+            for name in names:
+                await conn.execute(f'DROP TABLE IF EXISTS "{name}"')
+        finally:
+            await conn.close()
+
+    asyncio.run(drop())
 
 
 def in_ci() -> bool:
@@ -211,7 +260,11 @@ def redis_service() -> Iterator[str | None]:
     """Yield a Redis URL that answers, starting a private server if needed; None if none."""
     url = os.environ.get("ASYNCRON_REDIS_URL", DEFAULT_REDIS_URL)
     if _answers(*_host_port(url, 6379)):
-        yield url
+        try:
+            yield url
+        finally:
+            with contextlib.suppress(Exception):  # leftovers are untidy, not wrong
+                _forget_redis(url)
         return
     try:
         server = start_private_redis()
@@ -229,7 +282,11 @@ def postgres_service() -> Iterator[str | None]:
     """Yield a PostgreSQL DSN that answers, starting a private cluster if needed; None if none."""
     dsn = os.environ.get("ASYNCRON_POSTGRES_DSN", DEFAULT_POSTGRES_DSN)
     if _answers(*_host_port(dsn, 5432)):
-        yield dsn
+        try:
+            yield dsn
+        finally:
+            with contextlib.suppress(Exception):
+                _forget_postgres(dsn)
         return
     try:
         server = start_private_postgres()

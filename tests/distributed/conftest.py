@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,7 +19,13 @@ import pytest
 
 from asyncron._clock import SystemClock
 from asyncron.distributed import MemoryElector, MemoryLocker
-from tests._services import PrivateServer, free_port, start_private_redis, unavailable
+from tests._services import (
+    PrivateServer,
+    free_port,
+    fresh_prefix,
+    start_private_redis,
+    unavailable,
+)
 
 BACKENDS = ("memory", "redis", "postgres")
 SERVER_BACKENDS = ("redis", "postgres")
@@ -86,7 +91,7 @@ class Backend:
 
 
 def _prefix() -> str:
-    return f"t{uuid.uuid4().hex[:12]}"
+    return fresh_prefix("t")
 
 
 # --------------------------------------------------------------------------- memory

@@ -7,7 +7,6 @@ elect one leader); the memory elector, which does not elect, has its own class.
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -18,6 +17,7 @@ import pytest
 from asyncron._time import to_us
 from asyncron.distributed import BatchLocker, Leadership, Lock, MemoryElector, MemoryLocker
 from asyncron.errors import LockHeld, LockLostError, LockNotAcquired, TickClaimed
+from tests._services import fresh_prefix
 
 from .conftest import Backend, OffsetClock
 
@@ -484,7 +484,7 @@ class TestRedisSpecifics:
     @pytest.fixture
     def prefix(self) -> str:
         """A fresh key prefix."""
-        return f"t{uuid.uuid4().hex[:12]}"
+        return fresh_prefix("t")
 
     async def test_lost_reply_is_resolved_by_reading_the_lock_back(
         self, redis_url: str, prefix: str, monkeypatch: pytest.MonkeyPatch

@@ -32,7 +32,7 @@ from typing import Any
 
 import pytest
 
-from tests._services import free_port, start_private_redis, unavailable
+from tests._services import free_port, fresh_prefix, start_private_redis, unavailable
 
 REPO = Path(__file__).resolve().parents[2]
 US = 1_000_000
@@ -82,7 +82,7 @@ class Cluster:
     jobs: int
     ttl: float
     options: Sequence[str] = ()
-    prefix: str = field(default_factory=lambda: f"mp{uuid.uuid4().hex[:10]}")
+    prefix: str = field(default_factory=lambda: fresh_prefix("mp", 10))
     workers: list[Worker] = field(default_factory=list)
 
     def spawn(self, offset: float = 0.0) -> Worker:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -19,6 +18,7 @@ from asyncron._clock import SystemClock
 from asyncron._time import to_us
 from asyncron.distributed import BatchLocker, ClaimLedger, Elector, Lock, ServerClock
 from asyncron.errors import ConfigurationError, LockHeld, LockLostError, TickClaimed
+from tests._services import fresh_prefix
 
 postgres = pytest.importorskip("asyncron.distributed.postgres")
 asyncpg = pytest.importorskip("asyncpg")
@@ -149,7 +149,7 @@ class TestOptions:
 @pytest.fixture
 async def prefix(postgres_dsn: str) -> AsyncIterator[str]:
     """A fresh table and key prefix; its tables are dropped after the test."""
-    value = f"t{uuid.uuid4().hex[:12]}"
+    value = fresh_prefix("t")
     yield value
     admin = await asyncpg.connect(postgres_dsn)
     try:

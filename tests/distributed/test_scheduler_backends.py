@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import math
 import time
-import uuid
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -34,7 +33,7 @@ from asyncron import (
     every,
 )
 from asyncron.errors import LockLostError
-from tests._services import free_port, start_private_redis, unavailable
+from tests._services import free_port, fresh_prefix, start_private_redis, unavailable
 from tests.distributed.worker import OffsetClock, to_us
 
 pytestmark = pytest.mark.external_service
@@ -43,7 +42,7 @@ BACKENDS = ("redis", "postgres")
 
 
 def _prefix() -> str:
-    return f"sb{uuid.uuid4().hex[:10]}"
+    return fresh_prefix("sb", 10)
 
 
 class Events:
