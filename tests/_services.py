@@ -46,7 +46,11 @@ def _forget_redis(url: str) -> None:
     import redis
 
     with redis.Redis.from_url(url, socket_timeout=5) as client:
-        mine = [k for k in client.scan_iter(count=1000) if k.split(b":", 1)[0].decode() in PREFIXES]
+        mine = [
+            key
+            for key in client.scan_iter(count=1000)
+            if key.split(b":", 1)[0].decode(errors="replace") in PREFIXES
+        ]
         for i in range(0, len(mine), 1000):
             client.delete(*mine[i : i + 1000])
 
