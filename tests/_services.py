@@ -30,7 +30,7 @@ DEFAULT_POSTGRES_DSN = "postgresql://postgres@127.0.0.1:5432/test"
 #: Every key and table prefix handed to a test this session (see fresh_prefix).
 PREFIXES: set[str] = set()
 #: The tables a PostgreSQL backend creates under its prefix.
-_TABLES = ("claims", "tokens", "leaders", "runs")
+PG_TABLES = ("claims", "tokens", "leaders", "runs")
 
 
 def fresh_prefix(head: str, digits: int = 12) -> str:
@@ -69,7 +69,7 @@ def _forget_postgres(dsn: str) -> None:
                 r["tablename"]
                 for r in rows
                 if r["tablename"].rpartition("_")[0] in PREFIXES
-                and r["tablename"].rpartition("_")[2] in _TABLES
+                and r["tablename"].rpartition("_")[2] in PG_TABLES
             ]
             for name in names:
                 await conn.execute(f'DROP TABLE IF EXISTS "{name}"')

@@ -18,7 +18,7 @@ from asyncron._clock import SystemClock
 from asyncron._time import to_us
 from asyncron.distributed import BatchLocker, ClaimLedger, Elector, Lock, ServerClock
 from asyncron.errors import ConfigurationError, LockHeld, LockLostError, TickClaimed
-from tests._services import fresh_prefix
+from tests._services import PG_TABLES, fresh_prefix
 
 postgres = pytest.importorskip("asyncron.distributed.postgres")
 asyncpg = pytest.importorskip("asyncpg")
@@ -153,7 +153,7 @@ async def prefix(postgres_dsn: str) -> AsyncIterator[str]:
     yield value
     admin = await asyncpg.connect(postgres_dsn)
     try:
-        for table in ("claims", "tokens", "leaders", "runs"):
+        for table in PG_TABLES:
             await admin.execute(f'DROP TABLE IF EXISTS "{value}_{table}"')
     finally:
         await admin.close()
