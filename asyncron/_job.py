@@ -153,7 +153,11 @@ def build_options(given: Mapping[str, Any], zone: ZoneInfo) -> JobOptions:
         return _DEFAULT_OPTIONS
     # Value types are in the key so that, say, True never passes for 1. (Keyword order
     # is part of it too: a different order only misses the cache.)
-    key: Any = (zone, *given.items(), *map(type, given.values()))
+    if len(given) == 1:  # the common case, as a flat tuple (about half the cost)
+        ((name, value),) = given.items()
+        key: Any = (zone, name, value, type(value))
+    else:
+        key = (zone, *given.items(), *map(type, given.values()))
     try:
         cached = _OPTIONS_CACHE.get(key)
     except TypeError:  # an unhashable value: validate it every time
@@ -424,8 +428,9 @@ class Job:
         self._run_count = 0
         self._limit_count = 0
         self._last_run: datetime | None = None
-        self._bare = self._bare_locked = False
-        self._refresh_bare()
+        # As _refresh_bare() computes them (inline: this runs once per add_job).
+        self._bare_locked = bare_locked = opts._bare and info.is_async and info.ctx_param is None
+        self._bare = bare_locked and not coordinated
 
     def _refresh_bare(self) -> None:
         """Whether a run of this job is just an awaited call (the runner's short path);

@@ -142,8 +142,9 @@ class RunEngine:
         opts = job._opts
         start_at = opts.start_at if isinstance(opts.start_at, datetime) else None
         if start_at is not None and after < start_at:
-            after = start_at - _US
-        tick = job._schedule.next_fire(after, start_at=start_at, rng=self._random)
+            tick = job._schedule._first_from(start_at, self._random)
+        else:
+            tick = job._schedule.next_fire(after, start_at=start_at, rng=self._random)
         if tick is None or (opts.stop_at is not None and tick > opts.stop_at):
             return None
         return tick

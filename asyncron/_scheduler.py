@@ -38,6 +38,7 @@ from ._events import (
     Subscription,
 )
 from ._job import (
+    _NO_TAGS,
     OPTION_NAMES,
     START_NOW,
     BeforeRun,
@@ -50,7 +51,7 @@ from ._job import (
     normalize_tags,
 )
 from ._runner import RunEngine
-from ._schedules import OnceSchedule, Schedule
+from ._schedules import EverySchedule, OnceSchedule, Schedule
 from ._time import as_duration, resolve_zone
 from .errors import (
     ConfigurationError,
@@ -256,25 +257,31 @@ class Scheduler(RunEngine):
             raise SchedulerStateError("add a job", self._state, "create a new scheduler")
         if not callable(func):
             raise InvalidJobError(f"func={func!r} is not callable")
-        if not isinstance(schedule, Schedule):
+        if type(schedule) is EverySchedule:  # no zone to resolve (the commonest schedule)
+            zone = self._tz
+        elif isinstance(schedule, Schedule):
+            schedule = schedule.with_zone(self._tz)
+            zone = schedule.zone or self._tz
+        else:
             raise InvalidScheduleError(
                 "schedule",
                 schedule,
                 "a schedule from cron(), every(), random_every(), daily(), "
                 "weekly(), monthly() or once()",
             )
-        schedule = schedule.with_zone(self._tz)
-        zone = schedule.zone or self._tz
         merged = {**self._job_defaults, **options} if self._job_defaults else options
         opts = build_options(merged, zone)
         if name is not None:
             self._check_name(name)
         job_id = self._make_id(id) if id is not None else None
-        tags_set = normalize_tags(tags)
+        tags_set = _NO_TAGS if tags is None else normalize_tags(tags)
         args_tuple = tuple(args)
         kwargs_dict = dict(kwargs) if kwargs else None
         info = inspect_function(func)
-        check_arguments(func, info, args_tuple, kwargs_dict or {})
+        if not (
+            info.simple and kwargs_dict is None and info.min_pos <= len(args_tuple) <= info.max_pos
+        ):  # (the common case passes check_arguments at once: spare the call)
+            check_arguments(func, info, args_tuple, kwargs_dict or {})
         is_once = type(schedule) is OnceSchedule
         local_once = is_once and schedule.now  # type: ignore[attr-defined]
         coordinated = (
@@ -300,7 +307,7 @@ class Scheduler(RunEngine):
             coordinated,
         )
         now = self._clock.now()
-        first = self._first_tick(job, now)
+        first = self._after(job, now)
         if first is None and not local_once and opts.start_at is not START_NOW:
             if is_once:
                 raise InvalidScheduleError(
@@ -319,13 +326,15 @@ class Scheduler(RunEngine):
         if coordinated:
             self._keys[key] = job
         if self._loop is not None and self._state is SchedulerState.RUNNING:
-            if self._loop_thread == threading.get_ident():
-                self._activate(job, now, first_start=True, first=first)
-            else:
+            if self._loop_thread != threading.get_ident():
                 self._loop.call_soon_threadsafe(self._activate, job, None)
+            elif first is not None and not local_once and opts.start_at is not START_NOW:
+                self._set_next(job, first)  # all that _activate does for such a job
+            else:
+                self._activate(job, now, first_start=True, first=first)
         else:
             job._next_tick = now if local_once else first
-        if self._wants(JobAdded, job):
+        if opts.listeners or self._events.wants(JobAdded):
             self._emit_job(job, JobAdded)
         return job
 
@@ -406,9 +415,6 @@ class Scheduler(RunEngine):
                 f"a name: the coordination key {key!r} is already used by "
                 "another job; give each job of this function its own name=",
             )
-
-    def _first_tick(self, job: Job, now: datetime) -> datetime | None:
-        return self._after(job, now)
 
     def _lookup(self, key: Any) -> Job:
         if isinstance(key, Job):

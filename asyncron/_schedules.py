@@ -654,6 +654,11 @@ class Schedule(BaseModel):
         the timer's step, which subclasses may take faster than :meth:`next_fire`."""
         return self.next_fire(tick, start_at=start_at, rng=rng)
 
+    def _first_from(self, start_at: datetime, rng: random.Random | None) -> datetime | None:
+        """The first tick at or after ``start_at`` (a job's first tick when it is added
+        before its start_at), which subclasses may know without :meth:`next_fire`."""
+        return self.next_fire(start_at - _US, start_at=start_at, rng=rng)
+
     def with_zone(self, tz: ZoneInfo) -> Schedule:
         """A copy with ``tz=None`` replaced by ``tz``; schedules without a zone return self.
 
@@ -1000,8 +1005,14 @@ class EverySchedule(Schedule):
         rng: random.Random | None = None,
     ) -> datetime | None:
         """``anchor + k·interval`` strictly after ``after``; see :meth:`Schedule.next_fire`."""
-        _require_aware("after", after)
-        anchor = _anchor_instant(start_at)
+        if after.tzinfo is None:
+            _require_aware("after", after)
+        # (A start_at in UTC, as job options hold it, is its own anchor: add_job's path.)
+        anchor = (
+            start_at
+            if start_at is not None and start_at.tzinfo is UTC
+            else _anchor_instant(start_at)
+        )
         interval = self.interval
         try:
             return anchor + interval * ((after - anchor) // interval + 1)
@@ -1018,6 +1029,12 @@ class EverySchedule(Schedule):
             return tick + self.interval
         except OverflowError:
             return None
+
+    def _first_from(self, start_at: datetime, rng: random.Random | None) -> datetime | None:
+        if type(self).next_fire is not EverySchedule.next_fire:  # a subclass's own rule
+            return self.next_fire(start_at - _US, start_at=start_at, rng=rng)
+        _require_aware("start_at", start_at)
+        return start_at  # the anchor: ticks count from it
 
     def last_fire(
         self, at_or_before: datetime, *, start_at: datetime | None = None
@@ -1293,16 +1310,31 @@ def every(
 
     :param interval: the interval as a timedelta or a number of seconds
     """
-    amounts = (interval, weeks, days, hours, minutes, seconds, milliseconds)
     # Types are part of the key, so a bool never passes as the number it hashes like.
-    key = tuple((type(a), a) for a in amounts)
+    # (One flat tuple: building it is most of a cache hit's cost.)
+    key = (
+        interval,
+        weeks,
+        days,
+        hours,
+        minutes,
+        seconds,
+        milliseconds,
+        type(interval),
+        type(weeks),
+        type(days),
+        type(hours),
+        type(minutes),
+        type(seconds),
+        type(milliseconds),
+    )
     try:
         found = _EVERY.get(key)
     except TypeError:  # an unhashable argument: validation below rejects it
         found = key = None  # type: ignore[assignment]
     if found is not None:
         return found
-    made = _every(*amounts)
+    made = _every(interval, weeks, days, hours, minutes, seconds, milliseconds)
     if key is not None:
         if len(_EVERY) >= _INTERN_LIMIT:
             _EVERY.clear()
