@@ -1,0 +1,124 @@
+"""``python -m benchmarks.instructions add_job|locked|refused|unlocked``: CPU instructions
+per unit of work, counted by valgrind (callgrind), so a change can be compared on a
+machine whose timings swing 2x from one minute to the next.
+
+Each workload runs twice under ``valgrind --tool=callgrind`` with a small and a large
+count; the difference of the two totals divided by the difference of the counts is the
+cost of one unit, start-up and imports cancelled out.
+
+- ``add_job``: one ``add_job(f, every(seconds=60), name=..., args=(j,), start_at=...)``
+  on a running scheduler, as in the add_cost scenario.
+- ``locked``: one run of 1,000 jobs a tick under a ``RedisLocker`` that wins every
+  lock (dispatch, lock request, reply, run, release), on a ``VirtualClock``.
+- ``refused``: the same, every tick already claimed: one refusal per job and tick.
+- ``unlocked``: the same jobs and ticks without a locker.
+
+The last three need Redis (``ASYNCRON_REDIS_URL``, default ``redis://127.0.0.1:6379/0``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import shutil
+import subprocess
+import sys
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+REDIS_URL = os.environ.get("ASYNCRON_REDIS_URL", "redis://127.0.0.1:6379/0")
+#: Small and large count of each workload (jobs added; ticks of 1,000 jobs).
+COUNTS = {"add_job": (2_000, 12_000), "locked": (2, 6), "refused": (2, 6), "unlocked": (2, 6)}
+JOBS_PER_TICK = 1_000
+
+
+async def _add_job(n: int) -> None:
+    from asyncron import Scheduler, every
+
+    def body(job: int) -> None:
+        pass
+
+    async with Scheduler() as scheduler:
+        start = datetime.now(UTC).replace(microsecond=0) + timedelta(minutes=1)
+        for job in range(n):
+            scheduler.add_job(body, every(seconds=60), name=f"j{job}", args=(job,), start_at=start)
+
+
+async def _ticks(kind: str, ticks: int) -> None:
+    from asyncron import Scheduler, every
+    from asyncron.distributed.redis import RedisLocker
+    from asyncron.testing import VirtualClock
+
+    async def body(job: int) -> None:
+        pass
+
+    clock = VirtualClock(datetime.now(UTC).replace(microsecond=0))
+    prefix = f"instr{uuid.uuid4().hex[:8]}"
+    async with RedisLocker(REDIS_URL, prefix=prefix, clock=clock) as locker:
+        client = locker.client
+        if kind == "refused":  # every tick is claimed already: each request is refused
+            await client.mset({f"{prefix}:{{j{j}}}:claim": 10**17 for j in range(JOBS_PER_TICK)})
+        options: dict[str, Any] = {} if kind == "unlocked" else {"locker": locker}
+        try:
+            async with Scheduler(clock=clock, **options) as scheduler:
+                for job in range(JOBS_PER_TICK):
+                    scheduler.add_job(body, every(seconds=1), name=f"j{job}", args=(job,))
+                for _ in range(ticks):
+                    # The scheduler sets _idle once its run table is empty: the tick's
+                    # batch and runs are over (a locked run stays in the table until its
+                    # release is done).
+                    idle = scheduler._idle = asyncio.Event()
+                    await clock.advance(seconds=1)
+                    if scheduler._tasks:
+                        await idle.wait()
+        finally:
+            keys = [key async for key in client.scan_iter(match=f"{prefix}:*", count=1000)]
+            for i in range(0, len(keys), 1000):
+                await client.delete(*keys[i : i + 1000])
+
+
+def _instructions(workload: str, count: int) -> int:
+    command = [
+        "valgrind",
+        "--tool=callgrind",
+        "--callgrind-out-file=/dev/null",
+        sys.executable,
+        "-m",
+        "benchmarks.instructions",
+        "--inner",
+        workload,
+        str(count),
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, check=True)
+    found = re.search(r"Collected : (\d+)", done.stderr)
+    if found is None:
+        raise RuntimeError(f"no instruction count in valgrind's output:\n{done.stderr}")
+    return int(found.group(1))
+
+
+def main(argv: list[str]) -> None:
+    """Print the instructions per unit of each named workload (all when none)."""
+    if argv[:1] == ["--inner"]:
+        workload, count = argv[1], int(argv[2])
+        if workload == "add_job":
+            asyncio.run(_add_job(count))
+        else:
+            asyncio.run(_ticks(workload, count))
+        return
+    if shutil.which("valgrind") is None:
+        sys.exit("valgrind not found: install it (Debian: apt-get install valgrind)")
+    for workload in argv or list(COUNTS):
+        if workload not in COUNTS:
+            sys.exit(f"unknown workload {workload!r}: one of {', '.join(COUNTS)}")
+        small, large = COUNTS[workload]
+        per = (_instructions(workload, large) - _instructions(workload, small)) / (large - small)
+        unit = "add" if workload == "add_job" else "run"
+        if workload != "add_job":
+            per /= JOBS_PER_TICK
+        print(f"{workload:10} {per:10,.0f} instructions per {unit}", flush=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
