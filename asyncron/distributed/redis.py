@@ -580,7 +580,7 @@ class RedisLocker(_RedisBackend):
         last: datetime | None = None
         tick_arg: int | str = ""  # the requests of a batch mostly share one tick
         for i, (key, tick) in enumerate(requests):
-            if tick is not last:
+            if tick != last:  # equal ticks are distinct objects (one per job)
                 last, tick_arg = tick, "" if tick is None else to_us(tick)
             owner = (
                 unanswered.pop((key, to_us(tick)), "") if unanswered and tick is not None else ""
