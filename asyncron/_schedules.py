@@ -1033,8 +1033,8 @@ class EverySchedule(Schedule):
     def _first_from(self, start_at: datetime, rng: random.Random | None) -> datetime | None:
         if type(self).next_fire is not EverySchedule.next_fire:  # a subclass's own rule
             return self.next_fire(start_at - _US, start_at=start_at, rng=rng)
-        _require_aware("start_at", start_at)
-        return start_at  # the anchor: ticks count from it
+        # The anchor (ticks count from it), in UTC as every tick; job options hold it so.
+        return start_at if start_at.tzinfo is UTC else _anchor_instant(start_at)
 
     def last_fire(
         self, at_or_before: datetime, *, start_at: datetime | None = None

@@ -488,6 +488,28 @@ class TestEvery:
         assert tick is not None
         assert schedule._following(tick, start, None) == schedule.next_fire(tick, start_at=start)
 
+    @pytest.mark.parametrize(
+        "schedule",
+        [
+            every(minutes=5),
+            cron("*/7 * * * *", tz="Europe/Berlin"),
+            daily(at="09:30", tz="Europe/Berlin"),
+            monthly(on=31, tz="UTC"),
+        ],
+        ids=["every", "cron", "daily", "monthly"],
+    )
+    @pytest.mark.parametrize("zone", [UTC, BERLIN], ids=["utc", "berlin"])
+    def test_the_first_tick_from_start_at_agrees_with_next_fire(
+        self, schedule: Schedule, zone: Any
+    ) -> None:
+        """add_job's first tick for a future start_at (_first_from) is next_fire's from just
+        before start_at, in UTC, for start_ats on and off every schedule's grid."""
+        for start in (datetime(2026, 3, 29, 1, 59, 59, 1, tzinfo=zone), utc(2026, 1, 1, 9, 30)):
+            expected = schedule.next_fire(start - timedelta(microseconds=1), start_at=start)
+            got = schedule._first_from(start, None)
+            assert got == expected
+            assert got is not None and got.utcoffset() == timedelta(0)
+
 
 class TestDaily:
     def test_fires_at_each_time_of_day(self) -> None:
