@@ -428,9 +428,8 @@ class Job:
         self._run_count = 0
         self._limit_count = 0
         self._last_run: datetime | None = None
-        # As _refresh_bare() computes them (inline: this runs once per add_job).
-        self._bare_locked = bare_locked = opts._bare and info.is_async and info.ctx_param is None
-        self._bare = bare_locked and not coordinated
+        self._bare = self._bare_locked = False
+        self._refresh_bare()
 
     def _refresh_bare(self) -> None:
         """Whether a run of this job is just an awaited call (the runner's short path);

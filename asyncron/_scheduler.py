@@ -38,7 +38,6 @@ from ._events import (
     Subscription,
 )
 from ._job import (
-    _NO_TAGS,
     OPTION_NAMES,
     START_NOW,
     BeforeRun,
@@ -274,14 +273,11 @@ class Scheduler(RunEngine):
         if name is not None:
             self._check_name(name)
         job_id = self._make_id(id) if id is not None else None
-        tags_set = _NO_TAGS if tags is None else normalize_tags(tags)
+        tags_set = normalize_tags(tags)
         args_tuple = tuple(args)
         kwargs_dict = dict(kwargs) if kwargs else None
         info = inspect_function(func)
-        if not (
-            info.simple and kwargs_dict is None and info.min_pos <= len(args_tuple) <= info.max_pos
-        ):  # (the common case passes check_arguments at once: spare the call)
-            check_arguments(func, info, args_tuple, kwargs_dict or {})
+        check_arguments(func, info, args_tuple, kwargs_dict or {})
         is_once = type(schedule) is OnceSchedule
         local_once = is_once and schedule.now  # type: ignore[attr-defined]
         coordinated = (
@@ -329,12 +325,14 @@ class Scheduler(RunEngine):
             if self._loop_thread != threading.get_ident():
                 self._loop.call_soon_threadsafe(self._activate, job, None)
             elif first is not None and not local_once and opts.start_at is not START_NOW:
-                self._set_next(job, first)  # all that _activate does for such a job
+                # All that _activate does for a job that is neither a local one-off nor
+                # start_at="now", without its call (2.7k of 46k instructions an add).
+                self._set_next(job, first)
             else:
                 self._activate(job, now, first_start=True, first=first)
         else:
             job._next_tick = now if local_once else first
-        if opts.listeners or self._events.wants(JobAdded):
+        if self._wants(JobAdded, job):
             self._emit_job(job, JobAdded)
         return job
 

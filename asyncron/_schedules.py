@@ -596,6 +596,8 @@ def _require_aware(name: str, value: datetime) -> None:
 def _anchor_instant(start_at: datetime | None) -> datetime:
     if start_at is None:
         return EPOCH
+    if start_at.tzinfo is UTC:  # as job options hold it: already its own anchor
+        return start_at
     _require_aware("start_at", start_at)
     return start_at.astimezone(UTC)
 
@@ -1007,12 +1009,7 @@ class EverySchedule(Schedule):
         """``anchor + k·interval`` strictly after ``after``; see :meth:`Schedule.next_fire`."""
         if after.tzinfo is None:
             _require_aware("after", after)
-        # (A start_at in UTC, as job options hold it, is its own anchor: add_job's path.)
-        anchor = (
-            start_at
-            if start_at is not None and start_at.tzinfo is UTC
-            else _anchor_instant(start_at)
-        )
+        anchor = _anchor_instant(start_at)
         interval = self.interval
         try:
             return anchor + interval * ((after - anchor) // interval + 1)
@@ -1033,8 +1030,7 @@ class EverySchedule(Schedule):
     def _first_from(self, start_at: datetime, rng: random.Random | None) -> datetime | None:
         if type(self).next_fire is not EverySchedule.next_fire:  # a subclass's own rule
             return self.next_fire(start_at - _US, start_at=start_at, rng=rng)
-        # The anchor (ticks count from it), in UTC as every tick; job options hold it so.
-        return start_at if start_at.tzinfo is UTC else _anchor_instant(start_at)
+        return _anchor_instant(start_at)  # ticks count from it
 
     def last_fire(
         self, at_or_before: datetime, *, start_at: datetime | None = None
