@@ -26,7 +26,10 @@ import subprocess
 import sys
 import uuid
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
+
+from .runner import _forget
 
 REDIS_URL = os.environ.get("ASYNCRON_REDIS_URL", "redis://127.0.0.1:6379/0")
 #: Small and large count of each workload (jobs added; ticks of 1,000 jobs).
@@ -46,7 +49,7 @@ async def _add_job(n: int) -> None:
             scheduler.add_job(body, every(seconds=60), name=f"j{job}", args=(job,), start_at=start)
 
 
-async def _ticks(kind: str, ticks: int) -> None:
+async def _ticks(kind: str, ticks: int, prefix: str) -> None:
     from asyncron import Scheduler, every
     from asyncron.distributed.redis import RedisLocker
     from asyncron.testing import VirtualClock
@@ -55,28 +58,22 @@ async def _ticks(kind: str, ticks: int) -> None:
         pass
 
     clock = VirtualClock(datetime.now(UTC).replace(microsecond=0))
-    prefix = f"instr{uuid.uuid4().hex[:8]}"
-    async with RedisLocker(REDIS_URL, prefix=prefix, clock=clock) as locker:
-        client = locker.client
+    async with RedisLocker(REDIS_URL, clock=clock) as locker:
         if kind == "refused":  # every tick is claimed already: each request is refused
-            await client.mset({f"{prefix}:{{j{j}}}:claim": 10**17 for j in range(JOBS_PER_TICK)})
+            claims = {f"asyncron:{{{prefix}j{j}}}:claim": 10**17 for j in range(JOBS_PER_TICK)}
+            await locker.client.mset(claims)
         options: dict[str, Any] = {} if kind == "unlocked" else {"locker": locker}
-        try:
-            async with Scheduler(clock=clock, **options) as scheduler:
-                for job in range(JOBS_PER_TICK):
-                    scheduler.add_job(body, every(seconds=1), name=f"j{job}", args=(job,))
-                for _ in range(ticks):
-                    # The scheduler sets _idle once its run table is empty: the tick's
-                    # batch and runs are over (a locked run stays in the table until its
-                    # release is done).
-                    idle = scheduler._idle = asyncio.Event()
-                    await clock.advance(seconds=1)
-                    if scheduler._tasks:
-                        await idle.wait()
-        finally:
-            keys = [key async for key in client.scan_iter(match=f"{prefix}:*", count=1000)]
-            for i in range(0, len(keys), 1000):
-                await client.delete(*keys[i : i + 1000])
+        async with Scheduler(clock=clock, **options) as scheduler:
+            for job in range(JOBS_PER_TICK):
+                scheduler.add_job(body, every(seconds=1), name=f"{prefix}j{job}", args=(job,))
+            for _ in range(ticks):
+                # The scheduler sets _idle once its run table is empty: the tick's batch
+                # and runs are over (a locked run stays in the table until its release
+                # is done).
+                idle = scheduler._idle = asyncio.Event()
+                await clock.advance(seconds=1)
+                if scheduler._tasks:
+                    await idle.wait()
 
 
 def _instructions(workload: str, count: int) -> int:
@@ -105,7 +102,13 @@ def main(argv: list[str]) -> None:
         if workload == "add_job":
             asyncio.run(_add_job(count))
         else:
-            asyncio.run(_ticks(workload, count))
+            # Job names under a fresh prefix, whose keys the benchmark runner's cleanup
+            # deletes afterwards (as after a distributed measurement).
+            prefix = f"instr{uuid.uuid4().hex[:8]}-"
+            try:
+                asyncio.run(_ticks(workload, count, prefix))
+            finally:
+                _forget("redis", prefix, Path(os.devnull))
         return
     if shutil.which("valgrind") is None:
         sys.exit("valgrind not found: install it (Debian: apt-get install valgrind)")
