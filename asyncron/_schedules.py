@@ -1104,10 +1104,16 @@ def _parse_datetime(value: Any) -> datetime:
     return value if value.tzinfo is None else value.astimezone(UTC)
 
 
-@lru_cache(maxsize=256)
 def _as_instants(at: tuple[datetime, ...]) -> tuple[datetime, ...]:
+    # Aware times are instants already (at is all aware or all naive: see _check_at);
+    # that test costs less than the cache's hashing of the tuple (a one-off's dispatch).
+    return at if not at or at[0].tzinfo is not None else _naive_as_utc(at)
+
+
+@lru_cache(maxsize=256)
+def _naive_as_utc(at: tuple[datetime, ...]) -> tuple[datetime, ...]:
     # Unresolved naive times (with_zone not called) are read as UTC.
-    return tuple(t if t.tzinfo else t.replace(tzinfo=UTC) for t in at)
+    return tuple(t.replace(tzinfo=UTC) for t in at)
 
 
 class OnceSchedule(Schedule):
@@ -1165,8 +1171,9 @@ class OnceSchedule(Schedule):
     ) -> datetime | None:
         # The first instant after ``tick`` (next_fire's answer, without the aware check).
         instants = _as_instants(self.at)
-        i = bisect_right(instants, tick)
-        return instants[i] if i < len(instants) else None
+        if not instants or tick >= instants[-1]:  # past the last (a one-off's only) instant
+            return None
+        return instants[bisect_right(instants, tick)]
 
     def last_fire(
         self, at_or_before: datetime, *, start_at: datetime | None = None

@@ -303,6 +303,14 @@ class TestOnceValidation:
         assert isinstance(resolved, OnceSchedule)
         assert resolved.at == (utc(2026, 1, 1, 8), utc(2026, 3, 29, 1))
 
+    def test_unresolved_naive_times_are_read_as_utc(self) -> None:
+        """Before with_zone, next_fire and last_fire read naive times as UTC."""
+        schedule = once([datetime(2026, 1, 1, 9), datetime(2026, 1, 2, 9)])
+        assert schedule.next_fire(utc(2026, 1, 1)) == utc(2026, 1, 1, 9)
+        assert schedule.next_fire(utc(2026, 1, 1, 9)) == utc(2026, 1, 2, 9)
+        assert schedule.next_fire(utc(2026, 1, 2, 9)) is None
+        assert schedule.last_fire(utc(2026, 1, 1, 12)) == utc(2026, 1, 1, 9)
+
     def test_now(self) -> None:
         """once('now') has no ticks of its own: the scheduler runs it at activation."""
         schedule = once("now")
