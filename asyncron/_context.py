@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from contextvars import ContextVar
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    import asyncio
+
     import anyio
 
     from ._events import RunKind
@@ -31,6 +33,7 @@ class RunContext:
         "_fencing_token",
         "_job",
         "_kind",
+        "_task",
         "_tick",
     )
 
@@ -50,6 +53,9 @@ class RunContext:
         self._cancelled = False
         self._cause: BaseException | None = None
         self._done = False
+        # The task a lost lock cancels, for a run whose only canceller is its lock (no
+        # scope: see cancel_scope).
+        self._task: asyncio.Task[Any] | None = None
 
     @property
     def job(self) -> Job:
@@ -83,9 +89,10 @@ class RunContext:
 
     @property
     def cancel_scope(self) -> anyio.CancelScope | None:
-        """The run's cancel scope, for inspection: set for async runs that a timeout, a
-        lost lock or lost leadership can cancel; None for runs only shutdown can cancel
-        (a scope per run would be a large share of a run's overhead) and in threads."""
+        """The run's cancel scope, for inspection: set for async runs that a timeout or
+        lost leadership can cancel; None for runs that only shutdown or a lost lock can
+        cancel (a lost lock cancels the run's task, once, as ``task.cancel()`` does; a
+        scope per run was a fifth of a locked run's instructions) and in threads."""
         return self._cancel_scope
 
     def __repr__(self) -> str:

@@ -76,6 +76,13 @@ class _Backoff:
 _Entry = tuple["Job", datetime, RunKind, "asyncio.Future[RunOutcome] | None"]
 
 
+def _uncancel(run: RunContext) -> None:
+    """Take back the cancellation a lost lock put on ``run``'s task (see RunEngine._lost),
+    so only a cancellation from elsewhere (shutdown) still counts."""
+    if run._task is not None:
+        run._task.uncancel()
+
+
 def _cancelled_from_outside() -> bool:
     """Whether the CancelledError being handled was aimed at this task (shutdown
     cancelling a run), not at something the job awaited."""
@@ -720,18 +727,25 @@ class RunEngine:
         job._run_count += 1
         job._last_run = tick  # scheduled or catch-up, never run_now (no batch for those)
         _current.set(ctx)  # this task's own context: no reset needed
+        # A lost lock cancels this task (see _lost): no cancel scope, the costliest part
+        # of a locked run's overhead.
+        ctx._task = asyncio.current_task()
         lock.on_lost(functools.partial(self._lost, ctx))
         error: BaseException | None = None
         try:
-            with self._scope_type() as scope:  # a lost lock cancels the run
-                ctx._cancel_scope = scope
+            try:
                 kwargs = job._kwargs
                 await (job._func(*job._args, **kwargs) if kwargs else job._func(*job._args))
+            finally:
+                if ctx._cause is not None:
+                    _uncancel(ctx)
             error = ctx._cause  # lost, even if the job swallowed the cancellation
         except asyncio.CancelledError as exc:
             if _cancelled_from_outside():
                 raise  # shutdown cancels this run (the lock is released below all the same)
-            error = exc  # the job's own (an awaited future was cancelled): a failure
+            # Lost (the cancellation was ours), else the job's own (an awaited future was
+            # cancelled): a failure either way.
+            error = ctx._cause if ctx._cause is not None else exc
         except Exception as exc:
             error = exc
         finally:
@@ -1062,10 +1076,17 @@ class RunEngine:
         error: BaseException | None = None
         try:
             if info.is_async:
-                if timer is None and lock is None and not leader_run:
-                    # Nothing but shutdown can cancel this run: no scope needed (it is the
-                    # costliest part of a run's overhead).
-                    result = await (job._func(*args, **kwargs) if kwargs else job._func(*args))
+                if timer is None and not leader_run:
+                    # Nothing but shutdown or a lost lock can cancel this run: no scope
+                    # (it is the costliest part of a run's overhead); a lost lock cancels
+                    # the task (see _lost).
+                    if lock is not None:
+                        run._task = asyncio.current_task()
+                    try:
+                        result = await (job._func(*args, **kwargs) if kwargs else job._func(*args))
+                    finally:
+                        if run._cause is not None:
+                            _uncancel(run)
                 else:
                     with self._scope_type() as scope:
                         ctx._cancel_scope = scope
@@ -1080,7 +1101,9 @@ class RunEngine:
         except asyncio.CancelledError as exc:
             if _cancelled_from_outside():
                 raise  # shutdown cancels this run
-            error = exc  # the job's own (an awaited future was cancelled): a failure
+            # Lost (a lock-only run's task was cancelled, see _lost), else the job's own
+            # (an awaited future was cancelled): a failure either way.
+            error = run._cause if run._cause is not None else exc
         except Exception as exc:
             error = (
                 run._cause
@@ -1210,6 +1233,8 @@ class RunEngine:
             run._cause = cause
             if run._cancel_scope is not None:
                 run._cancel_scope.cancel()
+            elif run._task is not None:
+                run._task.cancel()  # taken back by _uncancel when the call ends
 
     def _cancel_leader_runs(self, exc: BaseException | None) -> None:
         for run in list(self._elector_runs):

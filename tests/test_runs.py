@@ -885,7 +885,9 @@ class TestLockedShortPath:
 
         async def noting(label: str) -> None:
             ctx = current_run()
-            assert ctx is not None and ctx.cancel_scope is not None
+            # Only a lost lock (or shutdown) can cancel these runs: their task is
+            # cancelled, no scope is made.
+            assert ctx is not None and ctx.cancel_scope is None
             seen.append((label, ctx.tick, ctx.fencing_token))
 
         async def broken() -> None:
@@ -930,6 +932,55 @@ class TestLockedShortPath:
             assert short_runs == []
         else:
             assert sorted(set(short_runs)) == ["chained", "failing", "regular"]
+
+    @pytest.mark.parametrize("listened", [False, True], ids=["short", "full"])
+    async def test_a_lost_lock_cancels_its_run_once_and_shutdown_still_can(
+        self,
+        listened: bool,
+        clock: VirtualClock,
+        caplog: pytest.LogCaptureFixture,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        """A lost lock cancels its run's task once: a job that catches it can await its
+        cleanup (not cancelled again), the run fails with LockLostError, and shutdown's
+        own cancellation after stop_timeout still reaches it."""
+        short_runs = _runs_through(monkeypatch, "_run_locked")
+        locker = MemoryLocker()
+        scheduler = Scheduler(clock=clock, locker=locker, stop_timeout=5)
+        if listened:
+            scheduler.subscribe(Recorder(), JobStarted)
+        steps: list[tuple[str, datetime]] = []
+
+        async def stubborn() -> None:
+            try:
+                await pause(clock, 30)
+            except asyncio.CancelledError:
+                steps.append(("lost", clock.now()))
+            await pause(clock, 5)  # its cleanup
+            steps.append(("cleaned up", clock.now()))
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                steps.append(("shut down", clock.now()))
+                raise
+
+        scheduler.add_job(stubborn, every(hours=1), name="stubborn")
+        with caplog.at_level(logging.INFO, logger="asyncron"):
+            await scheduler.start()
+            await clock.advance(hours=1, seconds=10)
+            locker.lose("stubborn")
+            await clock.advance(seconds=10)
+            assert steps == [("lost", at(60, 10)), ("cleaned up", at(60, 15))]
+            stopping = asyncio.create_task(scheduler.shutdown())
+            await clock.advance(seconds=6)
+            await stopping
+        assert steps[2:] == [("shut down", at(60, 25))]
+        assert scheduler.state == "shut_down"
+        assert short_runs == ([] if listened else ["stubborn"])
+        messages = [r.getMessage() for r in caplog.records]
+        assert sum(m.startswith("lost the lock of stubborn") for m in messages) == 1
+        # Shutdown's cancellation wins: the run is cancelled, not reported failed.
+        assert not [m for m in messages if m.startswith("run of stubborn")]
 
 
 # --- run_now ----------------------------------------------------------------------
