@@ -661,7 +661,10 @@ class RunEngine:
                 and getattr(result, "_release_then", None) is not None
             ):
                 ctx = RunContext(job, tick, kind, result.fencing_token)
-                self._tasks[ctx] = self._new_task(self._run_locked(job, tick, ctx, result))
+                # The task a lost lock cancels (see _lost): no cancel scope per run.
+                ctx._task = self._tasks[ctx] = self._new_task(
+                    self._run_locked(job, tick, ctx, result)
+                )
             else:
                 self._track(self._run(job, tick, kind, future, result))
 
@@ -727,9 +730,6 @@ class RunEngine:
         job._run_count += 1
         job._last_run = tick  # scheduled or catch-up, never run_now (no batch for those)
         _current.set(ctx)  # this task's own context: no reset needed
-        # A lost lock cancels this task (see _lost): no cancel scope, the costliest part
-        # of a locked run's overhead.
-        ctx._task = asyncio.current_task()
         lock.on_lost(functools.partial(self._lost, ctx))
         error: BaseException | None = None
         try:
@@ -750,6 +750,7 @@ class RunEngine:
             error = exc
         finally:
             ctx._done = True
+            ctx._task = None  # no cycle between the task's frame and its context
             # The task ends now: let it go (its coroutine, context) rather than keep it
             # until the release is done; the context alone stands for the run in _tasks.
             self._tasks[ctx] = self._ended
@@ -1112,6 +1113,7 @@ class RunEngine:
             )
         finally:
             run._done = True
+            run._task = None  # no cycle between the task's frame and its context
             if kind is _RUN_NOW or not info.is_async:
                 # Scheduled async runs own their task (and its context copy); a reset
                 # there would be wasted work.
