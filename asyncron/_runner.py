@@ -63,6 +63,16 @@ threads_in_flight = 0
 _Run = RunContext  # a run's context doubles as the scheduler's record of it
 
 
+class _Retake:
+    """A lock result standing for "the tick is claimed here, take the run lock alone":
+    a claim made ahead of its tick found the run lock held (see RunEngine._lock_ahead)."""
+
+    __slots__ = ()
+
+
+_RETAKE = _Retake()
+
+
 class _Backoff:
     """The retry state of one run whose claim the backend failed."""
 
@@ -103,6 +113,7 @@ class RunEngine:
     _before_run: BeforeRun | None
     _max_concurrent: int | None
     _concurrency_mode: Literal["wait", "skip"]
+    _claim_ahead: float
 
     def _init_engine(self) -> None:
         # The timer's queue: a heap of the distinct instants jobs are due at, and per
@@ -125,6 +136,14 @@ class RunEngine:
         self._sleep_future: asyncio.Future[None] | None = None
         self._sleep_ts = math.inf
         self._batch: dict[Any, list[_Entry]] | None = None
+        # Locks requested ahead of their tick (claim_ahead): per job, its tick, the tick's
+        # timestamp, the lock_many task and the job's index in its reply; the latest
+        # instant requested ahead; and, during a dispatch, the runs that found theirs.
+        self._ahead: dict[Job, tuple[datetime, float, asyncio.Task[Any], int]] = {}
+        self._ahead_ts = -math.inf
+        self._hits: dict[asyncio.Task[Any], list[tuple[_Entry, int]]] = {}
+        # Whether any job's ticks go through a batch locker (see _note_batching).
+        self._batching = False
         self._loop: asyncio.AbstractEventLoop | None = None
         #: Starts a run's task on the loop (set at start, see Scheduler._start).
         self._new_task: Callable[[Coroutine[Any, Any, Any]], asyncio.Task[Any]]
@@ -237,6 +256,7 @@ class RunEngine:
         self._heap.clear()
         self._due.clear()
         self._entries = self._stale = 0
+        self._ahead_ts = -math.inf
 
     def _drop_stale_head(self) -> None:
         """Pop the earliest instants whose jobs were all re-armed or removed, so the
@@ -254,6 +274,8 @@ class RunEngine:
             n = len(bucket) // 2
             self._entries -= n
             self._stale = max(0, self._stale - n)
+            if self._ahead:  # its jobs were asked ahead, then removed or re-armed
+                self._sweep_ahead(ts)
 
     def _poke(self) -> None:
         """Wake the timer so it looks at the heap again (a no-op unless it sleeps)."""
@@ -281,6 +303,13 @@ class RunEngine:
                 self._dispatch_due(now, now_ts)
                 continue
             delay: float | None = heap[0] - now_ts if heap else None
+            if self._batching and heap and heap[0] > self._ahead_ts:
+                # Wake claim_ahead before the instant and send its lock requests then.
+                assert delay is not None
+                delay -= self._claim_ahead
+                if delay <= 0:
+                    self._lock_ahead(heap[0])
+                    continue
             if self._recheck is not None:
                 delay = self._recheck if delay is None else min(delay, self._recheck)
             if self._system_clock and delay is not None:
@@ -335,8 +364,102 @@ class RunEngine:
         finally:
             self._dispatching = False
             batch, self._batch = self._batch, None
+            if self._hits:  # their locks are (nearly always) here already: first
+                hits, self._hits = self._hits, {}
+                for task, found in hits.items():
+                    self._track(self._run_ahead(task, found))
             for locker, entries in batch.items():
                 self._track(self._run_batch(locker, entries))
+            if self._ahead:
+                self._sweep_ahead(now_ts)
+
+    def _sweep_ahead(self, upto: float) -> None:
+        """Release the locks taken ahead for ticks at or before ``upto`` that did not run
+        here (the job was paused, removed or re-armed meanwhile)."""
+        for job, ahead in list(self._ahead.items()):
+            if ahead[1] <= upto:
+                del self._ahead[job]
+                self._drop_ahead(job, ahead)
+
+    def _note_batching(self, job: Job) -> None:
+        """Note a job whose ticks may take their locks in a batch, ahead of the tick."""
+        if not self._batching and self._claim_ahead > 0 and self._batch_locker(job) is not None:
+            self._batching = True
+
+    def _batch_locker(self, job: Job) -> Any:
+        """The batch locker (one with ``lock_many``) that takes the lock of this job's
+        scheduled ticks, or None: the tick then takes its lock on its own."""
+        opts = job._opts
+        if (
+            job._coordinated
+            and opts.jitter is None
+            and opts.max_instances == 1
+            and self._elector is None
+        ):
+            locker = opts.locker or self._locker
+            if locker is not None and hasattr(locker, "lock_many"):
+                return locker
+        return None
+
+    def _lock_ahead(self, ts: float) -> None:
+        """Send the lock requests of the jobs due at ``ts``, ``claim_ahead`` before it, so
+        that their runs start on time rather than a round trip after it. Only ticks that
+        will reach the batch are requested: a job that is paused, running (its tick
+        would wait or be skipped for overlap) or held back by a catch-up is left to the
+        regular batch at its tick, and so is every job under a global limit."""
+        self._ahead_ts = ts
+        if self._max_concurrent is not None:
+            return
+        groups: dict[Any, list[Job]] = {}
+        held = self._held_back
+        bucket = self._due[ts]
+        for i in range(0, len(bucket), 2):
+            job = bucket[i]
+            if (
+                bucket[i + 1] != job._version
+                or job._removed
+                or job._paused
+                or job._active
+                or job in self._ahead
+                or (held and job in held)
+            ):
+                continue
+            locker = self._batch_locker(job)
+            if locker is not None:
+                groups.setdefault(locker, []).append(job)
+        for locker, jobs in groups.items():
+            requests = [(job._key, job._next_tick) for job in jobs]
+            task = self._new_task(locker.lock_many(requests))
+            self._tasks[task] = task
+            task.add_done_callback(self._task_done)
+            for i, (job, (_, tick)) in enumerate(zip(jobs, requests, strict=True)):
+                assert tick is not None
+                self._ahead[job] = (tick, ts, task, i)
+
+    def _drop_ahead(self, job: Job, ahead: tuple[datetime, float, asyncio.Task[Any], int]) -> None:
+        """Release a lock taken ahead for a tick that does not run here. Its claim stays
+        spent: no instance runs that tick (a pause, removal or overlap within
+        ``claim_ahead`` of a tick skips it cluster-wide)."""
+        self._track(self._release_ahead(job, ahead[0], ahead[2], ahead[3]))
+
+    async def _release_ahead(
+        self, job: Job, tick: datetime, task: asyncio.Task[Any], index: int
+    ) -> None:
+        try:
+            result = (await asyncio.shield(task))[index]
+        except Exception:
+            return  # no lock was taken (or its TTL frees it)
+        if not isinstance(result, LockNotAcquired):
+            if self._logger.isEnabledFor(logging.DEBUG):
+                self._logger.debug("released the lock of %s taken ahead for %s", job._key, tick)
+            await self._unlock(job, result)
+
+    def _drop_all_ahead(self) -> None:
+        """Release every lock taken ahead (the timer stopped)."""
+        ahead, self._ahead = self._ahead, {}
+        for job, entry in ahead.items():
+            self._drop_ahead(job, entry)
+        self._ahead_ts = -math.inf
 
     def _fire(self, job: Job, now: datetime) -> None:
         """Dispatch a job whose next tick is due: coalesce or walk missed ticks, schedule
@@ -519,16 +642,17 @@ class RunEngine:
             self._tasks[ctx] = self._new_task(self._run_bare(job, tick, ctx))
             return
         batch = self._batch
-        if (
-            batch is not None
-            and job._coordinated
-            and kind is not _RUN_NOW
-            and job._opts.jitter is None
-            and job._opts.max_instances == 1
-            and self._elector is None
-        ):
-            locker = job._opts.locker or self._locker
-            if locker is not None and hasattr(locker, "lock_many"):
+        if batch is not None and job._coordinated and kind is not _RUN_NOW:
+            locker = self._batch_locker(job)
+            if locker is not None:
+                ahead = self._ahead.pop(job, None) if self._ahead else None
+                if ahead is not None:
+                    if ahead[0] == tick:  # its lock was requested ahead (_lock_ahead)
+                        self._hits.setdefault(ahead[2], []).append(
+                            ((job, tick, kind, future), ahead[3])
+                        )
+                        return
+                    self._drop_ahead(job, ahead)
                 batch.setdefault(locker, []).append((job, tick, kind, future))
                 return
         self._track(self._run(job, tick, kind, future, lock_result))
@@ -639,6 +763,26 @@ class RunEngine:
         except Exception:
             # Fall back to one pipeline per run: each defers and retries on its own.
             results = [None] * len(entries)
+        self._start_batch(entries, results)
+
+    async def _run_ahead(self, task: asyncio.Task[Any], pairs: list[tuple[_Entry, int]]) -> None:
+        """Start the runs whose locks were requested ahead of their tick, in ``task``."""
+        results: list[Any]
+        try:
+            replies = await asyncio.shield(task)  # shared with _release_ahead: never cancelled
+        except Exception:
+            results = [None] * len(pairs)  # as in _run_batch: each run on its own
+        else:
+            # The claim is this instance's but the run lock was held when asked (a run
+            # of an earlier tick, or run_now, elsewhere): ask for the run lock again now.
+            results = [
+                _RETAKE if isinstance(reply, LockHeld) else reply
+                for reply in (replies[i] for _, i in pairs)
+            ]
+        self._start_batch([entry for entry, _ in pairs], results)
+
+    def _start_batch(self, entries: list[_Entry], results: list[Any]) -> None:
+        """Start (or skip, if refused) the runs of a batch, given their lock results."""
         short = self._bare_runs and self._events.runs_unheard
         for (job, tick, kind, future), result in zip(entries, results, strict=True):
             if isinstance(result, LockNotAcquired) and not self._waits_for_lock(
@@ -674,7 +818,7 @@ class RunEngine:
         tick: datetime,
         kind: RunKind,
         future: asyncio.Future[RunOutcome] | None,
-        lock_result: Lock | LockNotAcquired | None,
+        lock_result: Lock | LockNotAcquired | _Retake | None,
     ) -> None:
         try:
             need = future is not None
@@ -787,15 +931,16 @@ class RunEngine:
             self._retire_exhausted(job)
 
     async def _acquire(
-        self, job: Job, locker: Locker, tick: datetime | None, kind: RunKind
+        self, job: Job, locker: Locker, tick: datetime | None, kind: RunKind, claim: bool = True
     ) -> Lock | RunOutcome:
-        """Claim and lock, deferring on backend errors with backoff while the tick may
-        still run; refusals become skips."""
+        """Claim and lock (``claim=False``: the tick is claimed already, lock only),
+        deferring on backend errors with backoff while the tick may still run; refusals
+        become skips."""
         backoff = _Backoff()
         report_tick = tick if tick is not None else self._clock.now()
         while True:
             try:
-                return await self._lock(locker, job, tick, tick)
+                return await self._lock(locker, job, tick if claim else None, tick)
             except LockNotAcquired as exc:
                 if self._waits_for_lock(job, tick, kind, exc):
                     assert tick is not None
@@ -942,7 +1087,7 @@ class RunEngine:
         job: Job,
         tick: datetime,
         kind: RunKind,
-        lock_result: Lock | LockNotAcquired | None,
+        lock_result: Lock | LockNotAcquired | _Retake | None,
         need_outcome: bool = True,
     ) -> RunOutcome | None:
         clock, opts = self._clock, job._opts
@@ -971,9 +1116,9 @@ class RunEngine:
                     if refused is not None:
                         return refused
             if locker is not None:
-                if lock_result is None:
+                if lock_result is None or isinstance(lock_result, _Retake):
                     acquired = await self._acquire(
-                        job, locker, None if kind is _RUN_NOW else tick, kind
+                        job, locker, None if kind is _RUN_NOW else tick, kind, lock_result is None
                     )
                 elif isinstance(lock_result, LockNotAcquired):
                     if self._waits_for_lock(job, tick, kind, lock_result):

@@ -1660,6 +1660,177 @@ class TestLocker:
         assert exc.value.field == "locker"
 
 
+class SlowLocker(MemoryLocker):
+    """A MemoryLocker whose lock_many takes ``delay`` virtual seconds (a round trip) and
+    notes when it was called, with which keys."""
+
+    def __init__(self, clock: VirtualClock, delay: float = 0.0) -> None:
+        super().__init__()
+        self.clock, self.delay = clock, delay
+        self.batches: list[tuple[datetime, list[str]]] = []
+
+    async def lock_many(self, requests: Any) -> Any:
+        self.batches.append((self.clock.now(), [key for key, _ in requests]))
+        if self.delay:
+            await self.clock.sleep_until(self.clock.monotonic() + self.delay)
+        return await super().lock_many(requests)
+
+
+_LEAD = timedelta(milliseconds=50)
+
+
+class TestClaimAhead:
+    """A batch locker is asked for a tick's locks ``claim_ahead`` before the tick, so the
+    runs start on time rather than a round trip late (design §4 "Batching")."""
+
+    @pytest.mark.parametrize(
+        ("options", "asked", "started"),
+        [
+            ({}, -_LEAD, timedelta(0)),
+            ({"claim_ahead": 0}, timedelta(0), timedelta(milliseconds=30)),
+            ({"claim_ahead": 0.02}, -timedelta(milliseconds=20), timedelta(milliseconds=10)),
+            ({"max_concurrent_jobs": 5}, timedelta(0), timedelta(milliseconds=30)),
+        ],
+        ids=["default", "at-the-tick", "short", "global-limit"],
+    )
+    async def test_locks_are_asked_ahead_and_runs_start_on_time(
+        self,
+        options: dict[str, Any],
+        asked: timedelta,
+        started: timedelta,
+        start: Factory,
+        clock: VirtualClock,
+    ) -> None:
+        """With a 30 ms round trip: asked 50 ms ahead (the default), the runs start at
+        their tick; asked at the tick (claim_ahead=0, or under a global limit, where
+        admission cannot be foreseen), 30 ms late."""
+        locker = SlowLocker(clock, delay=0.03)
+        scheduler = await start(locker=locker, **options)
+        starts: list[tuple[str, datetime, datetime]] = []
+
+        async def job(ctx: RunContext, label: str) -> None:
+            starts.append((label, ctx.tick, clock.now()))
+
+        for label in ("a", "b"):
+            scheduler.add_job(job, every(minutes=1), name=label, kwargs={"label": label})
+        await clock.advance(minutes=2, seconds=1)
+        assert locker.batches == [(at(m) + asked, ["a", "b"]) for m in (1, 2)]
+        assert sorted(starts) == [
+            (label, at(m), at(m) + started) for label in ("a", "b") for m in (1, 2)
+        ]
+        assert dict(locker.holders) == {}
+
+    async def test_a_run_lock_held_when_asked_is_asked_again_at_the_tick(
+        self, start: Factory, clock: VirtualClock
+    ) -> None:
+        """The claim asked ahead is this instance's even if the run lock was held then
+        (a run of an earlier tick elsewhere): at the tick the run lock alone is asked
+        again, and the tick runs if it is free by then."""
+        locker = SlowLocker(clock)
+        scheduler = await start(locker=locker)
+        skips = Recorder()
+        scheduler.subscribe(skips, JobSkipped)
+        ran: list[RunContext] = []
+        other = await locker.lock("held", None)  # another instance's run of 0:00
+        scheduler.add_job(record_into(ran), every(minutes=1), name="held")
+        await clock.advance(seconds=59.98)
+        assert locker.batches == [(at(1) - _LEAD, ["held"])]
+        assert locker.claimed["held"] == at(1)  # claimed here, the run lock refused
+        await other.unlock()
+        await clock.advance(seconds=1)
+        assert [(c.tick, c.fencing_token) for c in ran] == [(at(1), 2)]
+        assert skips.events == []
+        # Still held at the tick: skipped as lock_held, as without claim_ahead.
+        other = await locker.lock("held", None)
+        await clock.advance(minutes=1)
+        await other.unlock()
+        assert [c.tick for c in ran] == [at(1)]
+        assert [(e.tick, e.reason) for e in skips.events] == [(at(2), SkipReason.LOCK_HELD)]  # type: ignore[attr-defined]
+
+    @pytest.mark.parametrize("change", ["pause", "remove"])
+    async def test_a_lock_asked_for_a_tick_that_does_not_run_here_is_released(
+        self, change: str, start: Factory, clock: VirtualClock
+    ) -> None:
+        """Paused or removed between the request and the tick: the tick does not run
+        here, its lock is released, and its claim stays spent (another instance is
+        refused it, so it runs nowhere: the documented cost of changing a job within
+        claim_ahead of its tick)."""
+        locker = SlowLocker(clock)
+        scheduler = await start(locker=locker)
+        peer = await start(locker=locker, claim_ahead=0)
+        skips = Recorder()
+        scheduler.subscribe(skips, JobSkipped)
+        peer.subscribe(skips, JobSkipped)
+        ran: list[tuple[str, datetime]] = []
+
+        async def job(ctx: RunContext, where: str) -> None:
+            ran.append((where, ctx.tick))
+
+        here = scheduler.add_job(job, every(minutes=1), name="j", kwargs={"where": "here"})
+        peer.add_job(job, every(minutes=1), name="j", kwargs={"where": "peer"})
+        await clock.advance(seconds=59.98)
+        assert set(locker.holders) == {"j"}  # asked ahead, held
+        if change == "pause":
+            here.pause()
+        else:
+            here.remove()
+        await clock.advance(seconds=1)
+        assert ran == []  # the 1:00 tick ran nowhere
+        assert dict(locker.holders) == {}
+        assert locker.claimed["j"] == at(1)
+        reasons = sorted(e.reason for e in skips.events)  # type: ignore[attr-defined]
+        assert reasons == sorted(
+            [SkipReason.TICK_CLAIMED, *([SkipReason.PAUSED] if change == "pause" else [])]
+        )
+        await clock.advance(minutes=1)  # the next tick runs on one of them
+        assert [tick for _, tick in ran] == [at(2)]
+
+    async def test_run_now_within_claim_ahead_of_a_tick_finds_the_run_lock_held(
+        self, start: Factory, clock: VirtualClock
+    ) -> None:
+        """The run lock is held from the request on: a run_now in those 50 ms is
+        refused as lock_held, and the tick runs."""
+        locker = SlowLocker(clock)
+        scheduler = await start(locker=locker)
+        ran: list[RunContext] = []
+        job = scheduler.add_job(record_into(ran), every(minutes=1), name="j")
+        await clock.advance(seconds=59.98)
+        outcome = await job.run_now()
+        assert (outcome.status, outcome.reason) == (RunStatus.SKIPPED, SkipReason.LOCK_HELD)
+        await clock.advance(seconds=1)
+        assert [(c.tick, c.kind) for c in ran] == [(at(1), RunKind.SCHEDULED)]
+
+    async def test_shutdown_between_request_and_tick_releases_the_locks(
+        self, clock: VirtualClock
+    ) -> None:
+        """Stopped after the locks were asked for and before the tick: they are released."""
+        locker = SlowLocker(clock)
+        scheduler = Scheduler(clock=clock, locker=locker)
+        ran: list[RunContext] = []
+        scheduler.add_job(record_into(ran), every(minutes=1), name="j")
+        await scheduler.start()
+        await clock.advance(seconds=59.98)
+        assert set(locker.holders) == {"j"}
+        await scheduler.stop_jobs()
+        assert dict(locker.holders) == {}
+        skips = Recorder()
+        scheduler.subscribe(skips, JobSkipped)
+        await scheduler.start()  # resumed: the next ticks are asked ahead again
+        await clock.advance(minutes=1, seconds=1)
+        # 1:00 was claimed before the stop: spent, like a tick whose run was cancelled.
+        assert [(e.tick, e.reason) for e in skips.events] == [(at(1), SkipReason.TICK_CLAIMED)]  # type: ignore[attr-defined]
+        assert [c.tick for c in ran] == [at(2)]
+        assert locker.batches[-1] == (at(2) - _LEAD, ["j"])
+        await shut_down(scheduler, clock)
+        assert dict(locker.holders) == {}
+
+    @pytest.mark.parametrize("value", [-0.01, 1.5, timedelta(seconds=2), "0.05", True])
+    def test_bad_claim_ahead_names_the_field_and_the_value(self, value: Any) -> None:
+        with pytest.raises(ConfigurationError) as exc:
+            Scheduler(claim_ahead=value)
+        assert exc.value.field == "claim_ahead" and exc.value.value == value
+
+
 # --- coordination: elector ------------------------------------------------------------
 
 
