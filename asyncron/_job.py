@@ -371,6 +371,7 @@ class Job:
         "_args",
         "_bare",
         "_bare_locked",
+        "_batcher",
         "_coordinated",
         "_func",
         "_id",
@@ -429,6 +430,8 @@ class Job:
         self._limit_count = 0
         self._last_run: datetime | None = None
         self._bare = self._bare_locked = False
+        #: The batch locker of its scheduled ticks, if any (set by the scheduler).
+        self._batcher: Any = None
         self._refresh_bare()
 
     def _refresh_bare(self) -> None:

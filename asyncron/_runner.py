@@ -141,7 +141,7 @@ class RunEngine:
         # instant requested ahead; and, during a dispatch, the runs that found theirs.
         self._ahead: dict[Job, tuple[datetime, float, asyncio.Task[Any], int]] = {}
         self._ahead_ts = -math.inf
-        self._hits: dict[asyncio.Task[Any], list[tuple[_Entry, int]]] = {}
+        self._hits: dict[asyncio.Task[Any], tuple[list[_Entry], list[int]]] = {}
         # Whether any job's ticks go through a batch locker (see _note_batching).
         self._batching = False
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -366,8 +366,8 @@ class RunEngine:
             batch, self._batch = self._batch, None
             if self._hits:  # their locks are (nearly always) here already: first
                 hits, self._hits = self._hits, {}
-                for task, found in hits.items():
-                    self._track(self._run_ahead(task, found))
+                for task, (entries, indices) in hits.items():
+                    self._track(self._run_ahead(task, entries, indices))
             for locker, entries in batch.items():
                 self._track(self._run_batch(locker, entries))
             if self._ahead:
@@ -382,8 +382,10 @@ class RunEngine:
                 self._drop_ahead(job, ahead)
 
     def _note_batching(self, job: Job) -> None:
-        """Note a job whose ticks may take their locks in a batch, ahead of the tick."""
-        if not self._batching and self._claim_ahead > 0 and self._batch_locker(job) is not None:
+        """Note the batch locker of a job's ticks (``Job._batcher``), whenever its options
+        or coordination are set, and whether any job asks ahead of its ticks."""
+        job._batcher = self._batch_locker(job)
+        if job._batcher is not None and self._claim_ahead > 0:
             self._batching = True
 
     def _batch_locker(self, job: Job) -> Any:
@@ -411,30 +413,36 @@ class RunEngine:
         if self._max_concurrent is not None:
             return
         groups: dict[Any, list[Job]] = {}
-        held = self._held_back
+        group: list[Job] = []
+        last: Any = None
+        held, ahead = self._held_back, self._ahead
         bucket = self._due[ts]
         for i in range(0, len(bucket), 2):
             job = bucket[i]
+            locker = job._batcher
             if (
-                bucket[i + 1] != job._version
+                locker is None
+                or bucket[i + 1] != job._version
                 or job._removed
                 or job._paused
                 or job._active
-                or job in self._ahead
+                or job in ahead
                 or (held and job in held)
             ):
                 continue
-            locker = self._batch_locker(job)
-            if locker is not None:
-                groups.setdefault(locker, []).append(job)
+            if locker is not last:
+                group = groups.setdefault(locker, [])
+                last = locker
+            group.append(job)
         for locker, jobs in groups.items():
             requests = [(job._key, job._next_tick) for job in jobs]
             task = self._new_task(locker.lock_many(requests))
             self._tasks[task] = task
             task.add_done_callback(self._task_done)
-            for i, (job, (_, tick)) in enumerate(zip(jobs, requests, strict=True)):
+            for i, job in enumerate(jobs):
+                tick = job._next_tick
                 assert tick is not None
-                self._ahead[job] = (tick, ts, task, i)
+                ahead[job] = (tick, ts, task, i)
 
     def _drop_ahead(self, job: Job, ahead: tuple[datetime, float, asyncio.Task[Any], int]) -> None:
         """Release a lock taken ahead for a tick that does not run here. Its claim stays
@@ -642,15 +650,17 @@ class RunEngine:
             self._tasks[ctx] = self._new_task(self._run_bare(job, tick, ctx))
             return
         batch = self._batch
-        if batch is not None and job._coordinated and kind is not _RUN_NOW:
-            locker = self._batch_locker(job)
+        if batch is not None and kind is not _RUN_NOW:
+            locker = job._batcher
             if locker is not None:
                 ahead = self._ahead.pop(job, None) if self._ahead else None
                 if ahead is not None:
                     if ahead[0] == tick:  # its lock was requested ahead (_lock_ahead)
-                        self._hits.setdefault(ahead[2], []).append(
-                            ((job, tick, kind, future), ahead[3])
-                        )
+                        found = self._hits.get(ahead[2])
+                        if found is None:
+                            found = self._hits[ahead[2]] = ([], [])
+                        found[0].append((job, tick, kind, future))
+                        found[1].append(ahead[3])
                         return
                     self._drop_ahead(job, ahead)
                 batch.setdefault(locker, []).append((job, tick, kind, future))
@@ -765,27 +775,29 @@ class RunEngine:
             results = [None] * len(entries)
         self._start_batch(entries, results)
 
-    async def _run_ahead(self, task: asyncio.Task[Any], pairs: list[tuple[_Entry, int]]) -> None:
+    async def _run_ahead(
+        self, task: asyncio.Task[Any], entries: list[_Entry], indices: list[int]
+    ) -> None:
         """Start the runs whose locks were requested ahead of their tick, in ``task``."""
-        results: list[Any]
         try:
             replies = await asyncio.shield(task)  # shared with _release_ahead: never cancelled
         except Exception:
-            results = [None] * len(pairs)  # as in _run_batch: each run on its own
-        else:
-            # The claim is this instance's but the run lock was held when asked (a run
-            # of an earlier tick, or run_now, elsewhere): ask for the run lock again now.
-            results = [
-                _RETAKE if isinstance(reply, LockHeld) else reply
-                for reply in (replies[i] for _, i in pairs)
-            ]
-        self._start_batch([entry for entry, _ in pairs], results)
+            self._start_batch(entries, [None] * len(entries))  # as in _run_batch
+            return
+        if indices != list(range(len(replies))):  # (else every request is here, in order)
+            replies = [replies[i] for i in indices]
+        self._start_batch(entries, replies, True)
 
-    def _start_batch(self, entries: list[_Entry], results: list[Any]) -> None:
-        """Start (or skip, if refused) the runs of a batch, given their lock results."""
+    def _start_batch(self, entries: list[_Entry], results: list[Any], ahead: bool = False) -> None:
+        """Start (or skip, if refused) the runs of a batch, given their lock results;
+        ``ahead``: the batch was asked for ahead of its tick (see :meth:`_lock_ahead`)."""
         short = self._bare_runs and self._events.runs_unheard
         for (job, tick, kind, future), result in zip(entries, results, strict=True):
-            if isinstance(result, LockNotAcquired) and not self._waits_for_lock(
+            if ahead and isinstance(result, LockHeld):
+                # The claim is this instance's but the run lock was held when asked (a
+                # run of an earlier tick, or a run_now, elsewhere): asked again at the tick.
+                result = _RETAKE
+            elif isinstance(result, LockNotAcquired) and not self._waits_for_lock(
                 job, tick, kind, result
             ):
                 # Refused (another instance claimed the tick, or holds the lock): a skip,
