@@ -436,13 +436,19 @@ class RunEngine:
             group.append(job)
         for locker, jobs in groups.items():
             requests = [(job._key, job._next_tick) for job in jobs]
-            task = self._new_task(locker.lock_many(requests))
+            task = self._new_task(self._ask(locker, requests))
             self._tasks[task] = task
             task.add_done_callback(self._task_done)
             for i, job in enumerate(jobs):
                 tick = job._next_tick
                 assert tick is not None
                 ahead[job] = (tick, ts, task, i)
+
+    @staticmethod
+    async def _ask(locker: Any, requests: list[tuple[str, datetime | None]]) -> list[Any]:
+        """``locker.lock_many(requests)`` in a task of its own: any awaitable it returns
+        (not only a coroutine) is awaited there, and whatever it raises reaches the runs."""
+        return list(await locker.lock_many(requests))
 
     def _drop_ahead(self, job: Job, ahead: tuple[datetime, float, asyncio.Task[Any], int]) -> None:
         """Release a lock taken ahead for a tick that does not run here. Its claim stays

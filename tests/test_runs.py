@@ -1824,6 +1824,31 @@ class TestClaimAhead:
         await shut_down(scheduler, clock)
         assert dict(locker.holders) == {}
 
+    async def test_a_lock_many_that_returns_a_future_or_fails_is_asked_ahead_too(
+        self, start: Factory, clock: VirtualClock
+    ) -> None:
+        """A custom BatchLocker whose lock_many is a plain method returning a future works
+        ahead of the tick as at it; one that raises makes each run take its lock on its
+        own at the tick (and the tick runs)."""
+
+        class FutureLocker(MemoryLocker):
+            failing = False
+
+            def lock_many(self, requests: Any) -> Any:  # type: ignore[override]
+                if self.failing:
+                    raise ConnectionError("batch refused")
+                return asyncio.ensure_future(MemoryLocker.lock_many(self, requests))
+
+        locker = FutureLocker()
+        scheduler = await start(locker=locker)
+        ran: list[RunContext] = []
+        scheduler.add_job(record_into(ran), every(minutes=1), name="f")
+        await clock.advance(minutes=1, seconds=1)
+        locker.failing = True
+        await clock.advance(minutes=1)
+        assert [(c.tick, c.fencing_token) for c in ran] == [(at(1), 1), (at(2), 2)]
+        assert dict(locker.holders) == {}
+
     @pytest.mark.parametrize("value", [-0.01, 1.5, timedelta(seconds=2), "0.05", True])
     def test_bad_claim_ahead_names_the_field_and_the_value(self, value: Any) -> None:
         with pytest.raises(ConfigurationError) as exc:
