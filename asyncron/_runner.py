@@ -436,9 +436,7 @@ class RunEngine:
             group.append(job)
         for locker, jobs in groups.items():
             requests = [(job._key, job._next_tick) for job in jobs]
-            task = self._new_task(self._ask(locker, requests))
-            self._tasks[task] = task
-            task.add_done_callback(self._task_done)
+            task = self._track(self._ask(locker, requests))
             for i, job in enumerate(jobs):
                 tick = job._next_tick
                 assert tick is not None
@@ -473,7 +471,6 @@ class RunEngine:
         ahead, self._ahead = self._ahead, {}
         for job, entry in ahead.items():
             self._drop_ahead(job, entry)
-        self._ahead_ts = -math.inf
 
     def _fire(self, job: Job, now: datetime) -> None:
         """Dispatch a job whose next tick is due: coalesce or walk missed ticks, schedule
@@ -673,11 +670,13 @@ class RunEngine:
                 return
         self._track(self._run(job, tick, kind, future, lock_result))
 
-    def _track(self, coro: Any) -> None:
+    def _track(self, coro: Any) -> asyncio.Task[Any]:
+        """Run ``coro`` in a task that shutdown waits for (and, after stop_timeout, cancels)."""
         assert self._loop is not None
         task = self._new_task(coro)
         self._tasks[task] = task
         task.add_done_callback(self._task_done)
+        return task
 
     def _task_done(self, key: object) -> None:
         """A run (or batch) is over: take its entry (its task, or its RunContext) out of

@@ -627,7 +627,6 @@ class Scheduler(RunEngine):
         """Make a job active: ticks at or before now are never due except via catch-up."""
         if job._removed:
             return
-        self._note_batching(job)
         now = now if now is not None else self._clock.now()
         schedule, opts = job._schedule, job._opts
         if isinstance(schedule, OnceSchedule) and schedule.now:
